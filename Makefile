@@ -1,0 +1,44 @@
+# ml-features: `make run` sets up and runs the whole pipeline on demo data; `make test` runs every test.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SCALE ?= 200000
+SEED ?= 42
+DEMO_DIR := data/demo
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo-data run test lint build docs clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed ## create .venv and install the pinned dependencies
+
+demo-data: setup ## generate the demo sources (SCALE transactions, SEED) under data/demo
+	$(BIN)/python -m demo.generate --out $(DEMO_DIR) --seed $(SEED) --scale $(SCALE)
+
+run: demo-data ## set up, generate demo data, extract with dlt, dbt build, print a summary
+	$(BIN)/pipeline run
+
+test: setup ## every test: ruff, pytest (real dlt + dbt runs at a small scale), sqlfluff
+	$(BIN)/ruff check extract demo pipeline tests
+	$(BIN)/pytest
+	$(MAKE) lint
+
+lint: setup ## sqlfluff on the dbt models, macros, tests and snapshots
+	$(BIN)/sqlfluff lint models macros tests snapshots analyses
+
+build: setup ## dbt build on the current warehouse
+	$(BIN)/dbt build
+
+docs: setup ## dbt docs generate
+	$(BIN)/dbt docs generate
+
+clean: ## remove the warehouse, demo data, exports and dbt artifacts (keeps .venv)
+	rm -rf data target logs

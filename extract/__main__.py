@@ -1,0 +1,5 @@
+import sys
+
+from extract.load import main
+
+sys.exit(main())

@@ -1,0 +1,23 @@
+{#-
+    Helpers for reading dlt's raw tables.
+
+    completed_loads: the load ids dlt finished (status 0 in `_dlt_loads`). Staging reads only
+    rows of completed loads, so a load killed half-way is never seen downstream.
+-#}
+{% macro completed_loads(source_name) -%}
+    select load_id from {{ source(source_name, '_dlt_loads') }} where status = 0
+{%- endmacro %}
+
+
+{#-
+    column_or_null: the column when the raw table has it, else a typed null. Columns that appear
+    part-way (schema evolution, e.g. users.loyalty_tier) do not break models built before they exist.
+-#}
+{% macro column_or_null(relation, column_name, data_type) -%}
+    {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+    {%- if column_name | lower in columns -%}
+        cast({{ adapter.quote(column_name) }} as {{ data_type }})
+    {%- else -%}
+        cast(null as {{ data_type }})
+    {%- endif -%}
+{%- endmacro %}

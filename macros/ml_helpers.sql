@@ -1,0 +1,66 @@
+{#-
+    run_date: the date the pipeline runs "as of" (var `run_date`, default today in UTC).
+    Labels mature, and the training window ends, relative to it.
+-#}
+{% macro run_date() -%}
+    cast('{{ var("run_date") or run_started_at.strftime("%Y-%m-%d") }}' as date)
+{%- endmacro %}
+
+
+{#- microseconds since the epoch: an integer order key for exact-duration range windows -#}
+{% macro epoch_microseconds(column) -%}
+    {{ return(adapter.dispatch('epoch_microseconds', 'ml_features')(column)) }}
+{%- endmacro %}
+
+{% macro default__epoch_microseconds(column) -%}
+    epoch_us({{ column }})
+{%- endmacro %}
+
+{% macro bigquery__epoch_microseconds(column) -%}
+    unix_micros({{ column }})
+{%- endmacro %}
+
+
+{#- microseconds in a number of days, for range-window offsets -#}
+{% macro days_in_microseconds(days) -%}
+    {{ (days * 86400 * 1000000) | int }}
+{%- endmacro %}
+
+
+{#- a continuous percentile over all rows of an aggregate query -#}
+{% macro percentile(column, fraction) -%}
+    {{ return(adapter.dispatch('percentile', 'ml_features')(column, fraction)) }}
+{%- endmacro %}
+
+{% macro default__percentile(column, fraction) -%}
+    quantile_cont({{ column }}, {{ fraction }})
+{%- endmacro %}
+
+{% macro bigquery__percentile(column, fraction) -%}
+    approx_quantiles({{ column }}, 1000)[offset({{ (fraction * 1000) | int }})]
+{%- endmacro %}
+
+
+{#- hour of day 0-23 of a timestamp -#}
+{% macro date_part_hour(column) -%}
+    {{ return(adapter.dispatch('date_part_hour', 'ml_features')(column)) }}
+{%- endmacro %}
+
+{% macro default__date_part_hour(column) -%}
+    extract(hour from {{ column }})
+{%- endmacro %}
+
+
+{#- ISO day of week: 1 = Monday ... 7 = Sunday -#}
+{% macro iso_day_of_week(column) -%}
+    {{ return(adapter.dispatch('iso_day_of_week', 'ml_features')(column)) }}
+{%- endmacro %}
+
+{% macro default__iso_day_of_week(column) -%}
+    isodow({{ column }})
+{%- endmacro %}
+
+{#- BigQuery's dayofweek is 1 = Sunday ... 7 = Saturday -#}
+{% macro bigquery__iso_day_of_week(column) -%}
+    (mod(extract(dayofweek from {{ column }}) + 5, 7) + 1)
+{%- endmacro %}

@@ -1,0 +1,45 @@
+-- one row per chargeback file line with the first validation rule it fails (null when valid);
+-- a repeated report of the same transaction is valid but only its first report counts as a label
+with
+
+chargebacks as (
+    select * from {{ ref('stg_chargebacks__chargebacks') }}
+),
+
+transactions as (
+    select transaction_id from {{ ref('stg_app__transactions') }}
+    where transaction_id is not null
+),
+
+validated as (
+    select
+        chargebacks.*,
+        case
+            when chargebacks.transaction_id is null then 'missing_key'
+            when chargebacks.reported_at is null then 'unparseable_timestamp'
+            when transactions.transaction_id is null then 'unknown_transaction'
+        end as rejection_rule
+    from chargebacks
+    left join transactions
+        on chargebacks.transaction_id = transactions.transaction_id
+),
+
+explained as (
+    select
+        *,
+        case rejection_rule
+            when 'missing_key'
+                then 'transaction_id ''' || coalesce(raw_transaction_id, 'null') || ''' is not an integer'
+            when 'unparseable_timestamp'
+                then 'reported_at ''' || coalesce(raw_reported_at, 'null') || ''' is not a timestamp'
+            when 'unknown_transaction'
+                then 'transaction_id ' || raw_transaction_id || ' is not a known transaction'
+        end as rejection_reason,
+        row_number() over (
+            partition by transaction_id, rejection_rule is null
+            order by reported_at, source_row_id
+        ) = 1 as is_first_report
+    from validated
+)
+
+select * from explained

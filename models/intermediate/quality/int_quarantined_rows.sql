@@ -1,0 +1,75 @@
+-- one row per rejected source row: which table, the rule it broke, a readable reason,
+-- the dlt load it came in and its raw values. Nothing is dropped silently.
+with
+
+transactions as (
+    select * from {{ ref('int_transactions_validated') }}
+    where rejection_rule is not null
+),
+
+events as (
+    select * from {{ ref('int_events_validated') }}
+    where rejection_rule is not null
+),
+
+chargebacks as (
+    select * from {{ ref('int_chargebacks_validated') }}
+    where rejection_rule is not null
+),
+
+users as (
+    select * from {{ ref('stg_app__users') }}
+    where user_id is null
+),
+
+unioned as (
+    select
+        'app.transactions' as source_table,
+        cast(transaction_id as {{ dbt.type_string() }}) as record_key,
+        rejection_rule,
+        rejection_reason,
+        source_load_id,
+        'user_id=' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null')
+        || '; amount=' || coalesce(raw_amount, 'null')
+        || '; currency=' || coalesce(currency, 'null')
+        || '; created_at=' || coalesce(raw_created_at, 'null') as raw_values
+    from transactions
+
+    union all
+
+    select
+        'events.events' as source_table,
+        event_id as record_key,
+        rejection_rule,
+        rejection_reason,
+        source_load_id,
+        'user_id=' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null')
+        || '; event_type=' || coalesce(event_type, 'null') as raw_values
+    from events
+
+    union all
+
+    select
+        'chargebacks.chargebacks' as source_table,
+        raw_transaction_id as record_key,
+        rejection_rule,
+        rejection_reason,
+        source_load_id,
+        'transaction_id=' || coalesce(raw_transaction_id, 'null')
+        || '; reported_at=' || coalesce(raw_reported_at, 'null')
+        || '; reason=' || coalesce(reason, 'null') as raw_values
+    from chargebacks
+
+    union all
+
+    select
+        'app.users' as source_table,
+        cast(null as {{ dbt.type_string() }}) as record_key,
+        'missing_key' as rejection_rule,
+        'user_id is missing or not an integer' as rejection_reason,
+        source_load_id,
+        'name=' || coalesce(raw_name, 'null') || '; email=' || coalesce(raw_email, 'null') as raw_values
+    from users
+)
+
+select * from unioned
