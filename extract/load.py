@@ -26,9 +26,6 @@ from extract.event_stream import event_stream
 from extract.fx_api import fx_api
 
 SOURCES = ("app", "events", "fx", "chargebacks")
-DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
-PIPELINES_DIR = Path("data/.dlt_pipelines")
-DEMO_DIR = Path("data/demo")
 
 
 class ExtractError(RuntimeError):
@@ -45,10 +42,19 @@ class SourceLoad:
     load_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def describe(self) -> str:
+        counts = ", ".join(f"{table} {count:,}" for table, count in sorted(self.rows.items())) or "no new rows"
+        return f"{self.source:<12} -> {self.dataset:<16} {counts} ({self.seconds:.1f} s)"
+
+
+def data_dir() -> Path:
+    """Where the pipeline keeps its files: `ML_FEATURES_DATA_DIR`, default `data/`."""
+    return Path(os.environ.get("ML_FEATURES_DATA_DIR", "data"))
+
 
 def duckdb_path() -> str:
-    """The warehouse file: `ML_FEATURES_DUCKDB_PATH`, or `data/warehouse.duckdb`."""
-    return os.environ.get("ML_FEATURES_DUCKDB_PATH", DEFAULT_DUCKDB_PATH)
+    """The warehouse file: `ML_FEATURES_DUCKDB_PATH`, default `<data dir>/warehouse.duckdb`."""
+    return os.environ.get("ML_FEATURES_DUCKDB_PATH", str(data_dir() / "warehouse.duckdb"))
 
 
 def make_destination(name: str) -> object:
@@ -63,15 +69,14 @@ def make_destination(name: str) -> object:
 
 
 @contextmanager
-def fx_source_settings() -> Iterator[dict[str, str]]:
-    """The FX API settings; when the base URL is `demo`, a local server is started for the run."""
-    base_url = str(dlt.config.get("sources.fx_api.base_url") or "demo")
-    if base_url != "demo":
+def source_settings(name: str) -> Iterator[dict[str, str]]:
+    """Explicit arguments for a source: only the demo FX API needs them (a local server and a token)."""
+    if name != "fx" or str(dlt.config.get("sources.fx_api.base_url") or "demo") != "demo":
         yield {}
         return
     from demo.fx_api_server import FxApiServer
 
-    rates = DEMO_DIR / "fx_rates.parquet"
+    rates = data_dir() / "demo" / "fx_rates.parquet"
     if not rates.exists():
         raise ExtractError(f"fx: demo rates file {rates} is missing: run `python -m demo.generate` first")
     token = secrets.token_urlsafe(16)
@@ -79,14 +84,14 @@ def fx_source_settings() -> Iterator[dict[str, str]]:
         yield {"base_url": server.start(), "token": token}
 
 
-def build_source(name: str, fx_settings: dict[str, str]) -> dlt.sources.DltSource:
+def build_source(name: str, settings: dict[str, str]) -> dlt.sources.DltSource:
     """The dlt source object for one of SOURCES, configured from dlt's config providers."""
     if name == "app":
         return app_database()
     if name == "events":
         return event_stream()
     if name == "fx":
-        return fx_api(**fx_settings)
+        return fx_api(**settings)
     if name == "chargebacks":
         return bucket_files()
     raise ExtractError(f"unknown source {name!r}: choose from {', '.join(SOURCES)}")
@@ -112,11 +117,11 @@ def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
         pipeline_name=f"ml_features_{name}",
         destination=make_destination(destination_name),
         dataset_name=dataset,
-        pipelines_dir=str(PIPELINES_DIR),
+        pipelines_dir=str(data_dir() / ".dlt_pipelines"),
     )
     try:
-        with fx_source_settings() if name == "fx" else _no_settings() as fx_settings:
-            source = build_source(name, fx_settings)
+        with source_settings(name) as settings:
+            source = build_source(name, settings)
             info = pipeline.run(source)
     except (ConfigFieldMissingException, PipelineStepFailed, OSError, ValueError) as error:
         raise ExtractError(explain(name, error)) from error
@@ -126,11 +131,6 @@ def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
         if not table.startswith("_dlt")
     }
     return SourceLoad(name, dataset, rows, list(info.loads_ids), time.perf_counter() - started)
-
-
-@contextmanager
-def _no_settings() -> Iterator[dict[str, str]]:
-    yield {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,6 +144,5 @@ def main(argv: list[str] | None = None) -> int:
         except ExtractError as error:
             print(f"extract failed: {error}", file=sys.stderr)
             return 1
-        counts = ", ".join(f"{table} {count:,}" for table, count in sorted(load.rows.items())) or "no new rows"
-        print(f"extract  {load.source:<12} -> {load.dataset:<16} {counts}  ({load.seconds:.1f} s)")
+        print(f"[extract] {load.describe()}", flush=True)
     return 0

@@ -64,3 +64,17 @@
 {% macro bigquery__iso_day_of_week(column) -%}
     (mod(extract(dayofweek from {{ column }}) + 5, 7) + 1)
 {%- endmacro %}
+
+
+{#- whole days since 1970-01-01 of a date: an integer order key for day-range windows -#}
+{% macro day_number(date_expression) -%}
+    {{ return(adapter.dispatch('day_number', 'ml_features')(date_expression)) }}
+{%- endmacro %}
+
+{% macro default__day_number(date_expression) -%}
+    date_diff('day', date '1970-01-01', {{ date_expression }})
+{%- endmacro %}
+
+{% macro bigquery__day_number(date_expression) -%}
+    unix_date({{ date_expression }})
+{%- endmacro %}

@@ -8,19 +8,33 @@
 
 {#- DuckDB: parse as timestamptz (honours 'Z' and '+02:00'), then express in UTC without zone -#}
 {% macro default__safe_to_timestamp(column) -%}
-    cast(timezone('UTC', try_cast(cast({{ column }} as varchar) as timestamptz)) as timestamp)
+    cast(timezone('UTC', {{ try_cast_as('cast(' ~ column ~ ' as varchar)', 'timestamptz') }}) as timestamp)
 {%- endmacro %}
 
 {% macro bigquery__safe_to_timestamp(column) -%}
-    safe_cast(cast({{ column }} as string) as timestamp)
+    {{ try_cast_as('cast(' ~ column ~ ' as string)', 'timestamp') }}
+{%- endmacro %}
+
+
+{#- dbt-duckdb's dbt.safe_cast is a plain cast, so dispatch to try_cast / safe_cast ourselves -#}
+{% macro try_cast_as(expression, data_type) -%}
+    {{ return(adapter.dispatch('try_cast_as', 'ml_features')(expression, data_type)) }}
+{%- endmacro %}
+
+{% macro default__try_cast_as(expression, data_type) -%}
+    try_cast({{ expression }} as {{ data_type }})
+{%- endmacro %}
+
+{% macro bigquery__try_cast_as(expression, data_type) -%}
+    safe_cast({{ expression }} as {{ data_type }})
 {%- endmacro %}
 
 
 {% macro safe_to_decimal(column) -%}
-    {{ dbt.safe_cast('trim(cast(' ~ column ~ ' as ' ~ dbt.type_string() ~ '))', dbt.type_numeric()) }}
+    {{ try_cast_as('trim(cast(' ~ column ~ ' as ' ~ dbt.type_string() ~ '))', dbt.type_numeric()) }}
 {%- endmacro %}
 
 
 {% macro safe_to_integer(column) -%}
-    {{ dbt.safe_cast('trim(cast(' ~ column ~ ' as ' ~ dbt.type_string() ~ '))', dbt.type_bigint()) }}
+    {{ try_cast_as('trim(cast(' ~ column ~ ' as ' ~ dbt.type_string() ~ '))', dbt.type_bigint()) }}
 {%- endmacro %}

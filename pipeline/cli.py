@@ -15,8 +15,7 @@ def extract_stage(sources: list[str], destination: str) -> list[SourceLoad]:
     loads = []
     for name in sources:
         load = load_source(name, destination)
-        counts = ", ".join(f"{table} {count:,}" for table, count in sorted(load.rows.items())) or "no new rows"
-        print(f"[extract] {name:<12} -> {load.dataset:<16} {counts} ({load.seconds:.1f} s)", flush=True)
+        print(f"[extract] {load.describe()}", flush=True)
         loads.append(load)
     return loads
 

@@ -62,9 +62,11 @@ explained as (
                 then 'created_at ''' || coalesce(raw_created_at, 'null') || ''' is not a timestamp'
             when 'non_numeric_amount' then 'amount ''' || coalesce(raw_amount, 'null') || ''' is not a number'
             when 'negative_amount' then 'amount ' || raw_amount || ' is negative'
-            when 'unknown_currency' then 'currency ''' || coalesce(currency, 'null') || ''' is not a known currency'
+            when 'unknown_currency'
+                then 'currency ''' || coalesce(currency, 'null') || ''' is not a known currency'
             when 'missing_fx_rate'
-                then 'no ' || currency || ' rate on or before ' || cast(cast(created_at as date) as {{ dbt.type_string() }})
+                then 'no ' || currency || ' rate on or before '
+                    || cast(cast(created_at as date) as {{ dbt.type_string() }})
             when 'unknown_user'
                 then 'user_id ' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null') || ' is not a known user'
         end as rejection_reason,

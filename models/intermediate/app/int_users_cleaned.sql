@@ -15,7 +15,7 @@ cleaned as (
         ---------- ids
         users.user_id,
         ---------- text
-        lower(trim(users.raw_name)) as name,
+        lower(trim(users.raw_name)) as name,  -- noqa: RF04
         lower(trim(users.raw_email)) as email,
         coalesce(countries.country_group, 'other') as country_group,
         countries.country_code,

@@ -100,8 +100,8 @@ tier_at_transaction as (
     inner join users_history
         on
             transactions.user_id = users_history.user_id
-            and users_history.dbt_valid_from <= transactions.created_at
-            and (users_history.dbt_valid_to > transactions.created_at or users_history.dbt_valid_to is null)
+            and transactions.created_at >= users_history.dbt_valid_from
+            and (transactions.created_at < users_history.dbt_valid_to or users_history.dbt_valid_to is null)
 ),
 
 features as (

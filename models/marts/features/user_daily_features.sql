@@ -14,7 +14,7 @@ daily as (
     select
         user_id,
         transaction_date as feature_date,
-        {{ dbt.datediff("cast('1970-01-01' as date)", 'transaction_date', 'day') }} as day_number,
+        {{ day_number('transaction_date') }} as day_number,
         count(*) as txn_count,
         sum(amount_usd) as amount_sum,
         max(created_at) as last_transaction_at
@@ -54,7 +54,9 @@ features as (
         windowed.user_amount_sum_30d,
         windowed.user_amount_sum_30d / nullif(windowed.user_txn_count_30d, 0) as user_amount_mean_30d,
         windowed.last_transaction_at,
-        {{ dbt.datediff('cast(users.signup_at as date)', 'windowed.feature_date', 'day') }} as user_tenure_days,
+        (
+            {{ day_number('windowed.feature_date') }} - {{ day_number('cast(users.signup_at as date)') }}
+        ) as user_tenure_days,
         users.country_group
     from windowed
     inner join users

@@ -28,7 +28,8 @@ split as (
         case
             when day_number <= floor(matured_day_count * {{ var('train_fraction') }}) then 'train'
             when
-                day_number <= floor(matured_day_count * ({{ var('train_fraction') }} + {{ var('validation_fraction') }}))
+                day_number
+                <= floor(matured_day_count * ({{ var('train_fraction') }} + {{ var('validation_fraction') }}))
                 then 'validation'
             else 'test'
         end as split

@@ -35,7 +35,7 @@ ranked as (
             as rows_in_raw,
         row_number() over (
             partition by user_id, case when user_id is null then source_row_id end
-            order by updated_at desc nulls last, source_load_id desc, source_row_id
+            order by updated_at desc nulls last, source_load_id desc, source_row_id asc
         ) as version_rank
     from typed
 ),
