@@ -30,9 +30,7 @@ def read_chargeback_file(name: str, content: bytes) -> pa.Table:
         options = pa_csv.ConvertOptions(column_types=RAW_SCHEMA, include_columns=list(CHARGEBACK_COLUMNS))
         table = pa_csv.read_csv(io.BytesIO(content), convert_options=options)
     elif name.endswith((".jsonl", ".json")):
-        table = pa_json.read_json(
-            io.BytesIO(content), parse_options=pa_json.ParseOptions(explicit_schema=RAW_SCHEMA)
-        )
+        table = pa_json.read_json(io.BytesIO(content))
     elif name.endswith(".parquet"):
         table = pq.read_table(io.BytesIO(content))
     else:
@@ -40,7 +38,7 @@ def read_chargeback_file(name: str, content: bytes) -> pa.Table:
     missing = [column for column in CHARGEBACK_COLUMNS if column not in table.column_names]
     if missing:
         raise UnsupportedFileError(f"chargebacks: {name!r} lacks the contract's columns {missing}")
-    return table.select(list(CHARGEBACK_COLUMNS)).cast(RAW_SCHEMA)
+    return pa.table({name: table[name].cast(pa.string()) for name in CHARGEBACK_COLUMNS})
 
 
 @dlt.transformer(name="chargebacks", write_disposition="append")

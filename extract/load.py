@@ -68,33 +68,59 @@ def make_destination(name: str) -> object:
     raise ExtractError(f"unknown destination {name!r}: use duckdb or bigquery")
 
 
+# each source's dlt config section, and the demo data it reads while `demo = true` in that section
+CONFIG_SECTIONS = {"app": "app_database", "events": "event_stream", "fx": "fx_api", "chargebacks": "bucket_files"}
+
+
+def demo_dir() -> Path:
+    """The demo sources written by `python -m demo.generate`: `<data dir>/demo`."""
+    return data_dir() / "demo"
+
+
+def uses_demo(name: str) -> bool:
+    """Whether the source reads the bundled demo data (`sources.<section>.demo`, default true)."""
+    value = dlt.config.get(f"sources.{CONFIG_SECTIONS[name]}.demo")
+    return value is None or str(value).lower() in ("true", "1", "yes")
+
+
+def require_demo_file(name: str, path: Path) -> str:
+    if not path.exists():
+        raise ExtractError(f"{name}: demo data {path} is missing: run `python -m demo.generate --out {demo_dir()}`")
+    return str(path)
+
+
 @contextmanager
-def source_settings(name: str) -> Iterator[dict[str, str]]:
-    """Explicit arguments for a source: only the demo FX API needs them (a local server and a token)."""
-    if name != "fx" or str(dlt.config.get("sources.fx_api.base_url") or "demo") != "demo":
+def source_arguments(name: str) -> Iterator[dict[str, str]]:
+    """Arguments that point a source at the demo data; empty when it reads its own configuration.
+
+    The demo FX API is a local HTTP server started for the length of the load, with a one-off token.
+    """
+    if not uses_demo(name):
         yield {}
-        return
-    from demo.fx_api_server import FxApiServer
+    elif name == "app":
+        yield {"credentials": f"sqlite:///{require_demo_file(name, demo_dir() / 'app.sqlite')}"}
+    elif name == "events":
+        yield {"bucket_url": require_demo_file(name, demo_dir() / "events")}
+    elif name == "chargebacks":
+        yield {"bucket_url": require_demo_file(name, demo_dir() / "bucket" / "chargebacks")}
+    else:
+        from demo.fx_api_server import FxApiServer
 
-    rates = data_dir() / "demo" / "fx_rates.parquet"
-    if not rates.exists():
-        raise ExtractError(f"fx: demo rates file {rates} is missing: run `python -m demo.generate` first")
-    token = secrets.token_urlsafe(16)
-    with FxApiServer(rates, token=token) as server:
-        yield {"base_url": server.start(), "token": token}
+        token = secrets.token_urlsafe(16)
+        rates = Path(require_demo_file(name, demo_dir() / "fx_rates.parquet"))
+        with FxApiServer(rates, token=token) as server:
+            yield {"base_url": server.start(), "token": token}
 
 
-def build_source(name: str, settings: dict[str, str]) -> dlt.sources.DltSource:
-    """The dlt source object for one of SOURCES, configured from dlt's config providers."""
+def build_source(name: str, arguments: dict[str, str]) -> dlt.sources.DltSource:
+    """The dlt source object for one of SOURCES; what `arguments` does not set comes from dlt's config."""
     if name == "app":
-        return app_database()
+        return app_database(**arguments)
     if name == "events":
-        return event_stream()
+        return event_stream(**arguments)
     if name == "fx":
-        return fx_api(**settings)
-    if name == "chargebacks":
-        return bucket_files()
-    raise ExtractError(f"unknown source {name!r}: choose from {', '.join(SOURCES)}")
+        return fx_api(**arguments)
+    return bucket_files(**arguments)
 
 
 def explain(source: str, error: Exception) -> str:
@@ -103,14 +129,16 @@ def explain(source: str, error: Exception) -> str:
         missing = ", ".join(error.fields)
         return f"{source}: missing setting(s) {missing}: set them in .dlt/config.toml, .dlt/secrets.toml or env"
     cause: BaseException = error
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    while cause.__cause__ is not None and not isinstance(cause.__cause__, StopIteration | GeneratorExit):
+        cause = cause.__cause__
     first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     return f"{source}: {type(cause).__name__}: {first_line}"
 
 
 def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
     """Extract, normalize and load one source; raise ExtractError with a one-line reason."""
+    if name not in SOURCES:
+        raise ExtractError(f"unknown source {name!r}: choose from {', '.join(SOURCES)}")
     started = time.perf_counter()
     dataset = f"raw_{name}"
     pipeline = dlt.pipeline(
@@ -120,8 +148,8 @@ def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
         pipelines_dir=str(data_dir() / ".dlt_pipelines"),
     )
     try:
-        with source_settings(name) as settings:
-            source = build_source(name, settings)
+        with source_arguments(name) as arguments:
+            source = build_source(name, arguments)
             info = pipeline.run(source)
     except (ConfigFieldMissingException, PipelineStepFailed, OSError, ValueError) as error:
         raise ExtractError(explain(name, error)) from error

@@ -1,11 +1,16 @@
-"""Run dbt in-process with the project's own profiles.yml and summarise what it did."""
+"""Run dbt as a subprocess with the project's own profiles.yml and summarise its run_results.json.
+
+A subprocess, not dbt's in-process runner: dbt-duckdb keeps its DuckDB connection open for the
+life of the process, which would lock the warehouse file against the steps that follow.
+"""
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from dbt.cli.main import dbtRunner
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -15,7 +20,7 @@ class DbtSummary:
     """Counts from one dbt invocation: nodes by type and status, and the failures by name."""
 
     success: bool
-    invocation_id: str
+    invocation_id: str = ""
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
 
@@ -23,25 +28,37 @@ class DbtSummary:
         return sum(n for (kind, status), n in self.counts.items() if kind == resource_type and status in statuses)
 
 
-def run_dbt(args: list[str], target: str | None = None, dbt_vars: dict[str, str] | None = None) -> DbtSummary:
-    """Invoke `dbt <args>` against this project (never `--full-refresh` behind the user's back)."""
-    command = [*args, "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+def target_path() -> Path:
+    """dbt's artifacts folder: DBT_TARGET_PATH when set, else `target/`."""
+    return Path(os.environ.get("DBT_TARGET_PATH", PROJECT_DIR / "target"))
+
+
+def run_dbt(
+    args: list[str],
+    target: str | None = None,
+    dbt_vars: dict[str, object] | None = None,
+    quiet: bool = False,
+) -> DbtSummary:
+    """Run `dbt <args>` against this project and summarise what it did."""
+    command = [str(Path(sys.executable).parent / "dbt"), *args]
+    command += ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
     if target:
         command += ["--target", target]
     if dbt_vars:
         command += ["--vars", json.dumps(dbt_vars)]
-    result = dbtRunner().invoke(command)
-    summary = DbtSummary(success=result.success, invocation_id="")
-    run_results = getattr(result.result, "results", None) or []
-    for node_result in run_results:
-        node = node_result.node
-        status = str(node_result.status)
-        summary.counts[(node.resource_type, status)] += 1
-        if status in ("error", "fail"):
-            summary.failures.append(f"{node.resource_type} {node.name}: {status}")
-    run_results_file = PROJECT_DIR / "target" / "run_results.json"
-    if run_results_file.exists():
-        summary.invocation_id = json.loads(run_results_file.read_text())["metadata"]["invocation_id"]
-    if result.exception is not None:
-        summary.failures.append(f"dbt: {result.exception}")
+    results_file = target_path() / "run_results.json"
+    results_file.unlink(missing_ok=True)
+    completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=quiet, text=True, check=False)
+    summary = DbtSummary(success=completed.returncode == 0)
+    if not results_file.exists():
+        output = (completed.stdout or "") + (completed.stderr or "")
+        summary.failures.append(f"dbt {args[0]} wrote no results (exit {completed.returncode}) {output[-2000:]}")
+        return summary
+    run_results = json.loads(results_file.read_text())
+    summary.invocation_id = run_results["metadata"]["invocation_id"]
+    for result in run_results["results"]:
+        resource_type = result["unique_id"].split(".")[0]
+        summary.counts[(resource_type, result["status"])] += 1
+        if result["status"] in ("error", "fail"):
+            summary.failures.append(f"{result['unique_id']}: {result['status']}: {result.get('message') or ''}")
     return summary

@@ -1,6 +1,5 @@
 -- one row per valid transaction: every feature computed only from what was known strictly before
 -- the transaction's timestamp (range windows over exact durations, ties excluded), plus the label
-{%- set day = days_in_microseconds(1) %}
 with
 
 transactions as (
@@ -57,23 +56,23 @@ windowed as (
         transaction_id,
         sum(is_transaction) over (
             partition by user_id order by at_us
-            range between {{ day }} preceding and 1 preceding
+            range between {{ days_in_microseconds(1) }} preceding and 1 preceding
         ) as user_txn_count_1d,
         sum(is_transaction) over (
             partition by user_id order by at_us
-            range between {{ 7 * day }} preceding and 1 preceding
+            range between {{ days_in_microseconds(7) }} preceding and 1 preceding
         ) as user_txn_count_7d,
         sum(is_transaction) over (
             partition by user_id order by at_us
-            range between {{ 30 * day }} preceding and 1 preceding
+            range between {{ days_in_microseconds(30) }} preceding and 1 preceding
         ) as user_txn_count_30d,
         sum(amount_usd) over (
             partition by user_id order by at_us
-            range between {{ 7 * day }} preceding and 1 preceding
+            range between {{ days_in_microseconds(7) }} preceding and 1 preceding
         ) as user_amount_sum_7d,
         sum(amount_usd) over (
             partition by user_id order by at_us
-            range between {{ 30 * day }} preceding and 1 preceding
+            range between {{ days_in_microseconds(30) }} preceding and 1 preceding
         ) as user_amount_sum_30d,
         max(case when is_transaction = 1 then at_us end) over (
             partition by user_id order by at_us
@@ -121,9 +120,9 @@ features as (
         cast({{ iso_day_of_week('transactions.created_at') }} - 1 as integer) as day_of_week,
         {{ iso_day_of_week('transactions.created_at') }} in (6, 7) as is_weekend,
         ---------- user history windows
-        coalesce(transaction_windows.user_txn_count_1d, 0) as user_txn_count_1d,
-        coalesce(transaction_windows.user_txn_count_7d, 0) as user_txn_count_7d,
-        coalesce(transaction_windows.user_txn_count_30d, 0) as user_txn_count_30d,
+        cast(coalesce(transaction_windows.user_txn_count_1d, 0) as {{ dbt.type_int() }}) as user_txn_count_1d,
+        cast(coalesce(transaction_windows.user_txn_count_7d, 0) as {{ dbt.type_int() }}) as user_txn_count_7d,
+        cast(coalesce(transaction_windows.user_txn_count_30d, 0) as {{ dbt.type_int() }}) as user_txn_count_30d,
         coalesce(transaction_windows.user_amount_sum_7d, 0) as user_amount_sum_7d,
         coalesce(transaction_windows.user_amount_sum_30d, 0) as user_amount_sum_30d,
         transaction_windows.user_amount_sum_30d
@@ -131,11 +130,11 @@ features as (
         (
             {{ epoch_microseconds('transactions.created_at') }} - transaction_windows.previous_transaction_us
         ) / 1000000.0 as seconds_since_prev_txn,
-        coalesce(transaction_windows.session_events_before_txn, 0) as session_events_before_txn,
+        cast(coalesce(transaction_windows.session_events_before_txn, 0) as {{ dbt.type_int() }}) as session_events_before_txn,
         ---------- user attributes
         cast(floor(
             ({{ epoch_microseconds('transactions.created_at') }} - {{ epoch_microseconds('users.signup_at') }})
-            / {{ day }}.0
+            / {{ days_in_microseconds(1) }}.0
         ) as integer) as user_tenure_days,
         coalesce(cast(users.age as {{ dbt.type_float() }}), parameters.median_age) as age,
         users.age is null as is_age_imputed,

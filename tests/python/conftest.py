@@ -1,0 +1,54 @@
+"""Shared fixtures: a real demo data set, extracted by dlt and built by dbt, at a small scale."""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from demo.generate import generate
+from extract.load import SOURCES, SourceLoad, load_source
+from pipeline.dbt_runner import DbtSummary, run_dbt
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEST_SCALE = int(os.environ.get("ML_FEATURES_TEST_SCALE", "3000"))
+TEST_SEED = 7
+RUN_DATE = "2026-09-30"
+
+
+@dataclass
+class Warehouse:
+    """A built warehouse: where it is, what dlt loaded and what dbt built."""
+
+    data_dir: Path
+    duckdb_path: Path
+    loads: list[SourceLoad]
+    build: DbtSummary
+
+    def query(self, sql: str) -> list[tuple]:
+        with duckdb.connect(str(self.duckdb_path), read_only=True) as connection:
+            return connection.sql(sql).fetchall()
+
+
+def demo_environment(data_dir: Path) -> dict[str, str]:
+    """Environment variables that point every source and the warehouse at `data_dir`."""
+    return {
+        "ML_FEATURES_DATA_DIR": str(data_dir),
+        "ML_FEATURES_DUCKDB_PATH": str(data_dir / "warehouse.duckdb"),
+        "DBT_TARGET_PATH": str(data_dir / "target"),
+    }
+
+
+@pytest.fixture(scope="session")
+def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouse]:
+    """Generate demo data, extract every source with dlt and `dbt build`, once per test session."""
+    data_dir = tmp_path_factory.mktemp("warehouse")
+    generate(data_dir / "demo", seed=TEST_SEED, scale=TEST_SCALE)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in demo_environment(data_dir).items():
+            patch.setenv(key, value)
+        loads = [load_source(name) for name in SOURCES]
+        build = run_dbt(["build"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
+        yield Warehouse(data_dir, data_dir / "warehouse.duckdb", loads, build)
