@@ -41,6 +41,7 @@ class SourceLoad:
     rows: dict[str, int] = field(default_factory=dict)
     load_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
         counts = ", ".join(f"{table} {count:,}" for table, count in sorted(self.rows.items())) or "no new rows"
@@ -158,7 +159,12 @@ def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
         for table, count in pipeline.last_trace.last_normalize_info.row_counts.items()
         if not table.startswith("_dlt")
     }
-    return SourceLoad(name, dataset, rows, list(info.loads_ids), time.perf_counter() - started)
+    steps = {
+        step.step: (step.finished_at - step.started_at).total_seconds()
+        for step in pipeline.last_trace.steps
+        if step.finished_at is not None and step.step in ("extract", "normalize", "load")
+    }
+    return SourceLoad(name, dataset, rows, list(info.loads_ids), time.perf_counter() - started, steps)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,12 +12,21 @@
 {#-
     column_or_null: the column when the raw table has it, else a typed null. Columns that appear
     part-way (schema evolution, e.g. users.loyalty_tier) do not break models built before they exist.
+
+    Without introspection (`execute` false while parsing, or `dbt compile --no-introspect`, as the
+    BigQuery compile check in CI runs without credentials) the warehouse cannot be asked, so the
+    macro emits the column: that is the SQL that runs once dlt has created the column, the case that
+    matters for checking it. A run with a connection always looks the table up.
 -#}
 {% macro column_or_null(relation, column_name, data_type) -%}
-    {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
-    {%- if column_name | lower in columns -%}
+    {%- if not execute or not flags.INTROSPECT -%}
         cast({{ adapter.quote(column_name) }} as {{ data_type }})
     {%- else -%}
-        cast(null as {{ data_type }})
+        {%- set columns = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+        {%- if column_name | lower in columns -%}
+            cast({{ adapter.quote(column_name) }} as {{ data_type }})
+        {%- else -%}
+            cast(null as {{ data_type }})
+        {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
