@@ -7,7 +7,7 @@ SEED ?= 42
 DEMO_DIR := data/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo-data run test lint build docs clean
+.PHONY: help setup demo-data run test lint build docs docs-serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,8 +37,20 @@ lint: setup ## sqlfluff on the dbt models, macros, tests and snapshots
 build: setup ## dbt build on the current warehouse
 	$(BIN)/dbt build
 
-docs: setup ## dbt docs generate
-	$(BIN)/dbt docs generate
+# the warehouse `make run` builds and the folder dbt writes the docs to (both follow the environment)
+WAREHOUSE = $(or $(ML_FEATURES_DUCKDB_PATH),$(or $(ML_FEATURES_DATA_DIR),data)/warehouse.duckdb)
+DOCS_DIR = $(or $(DBT_TARGET_PATH),target)
+DOCS_PORT ?= 8080
+
+docs: setup ## dbt docs generate (+ one-file static_index.html, coverage check); runs `make run` first if no warehouse
+	@test -f "$(WAREHOUSE)" || { echo "docs: no warehouse at $(WAREHOUSE): building it with make run first"; $(MAKE) --no-print-directory run; }
+	$(BIN)/dbt docs generate --static
+	@echo "docs: $(DOCS_DIR)/static_index.html is the whole site in one file: open it in a browser, or run make docs-serve"
+	$(BIN)/python ci/check_docs_coverage.py --target-path "$(DOCS_DIR)"
+
+docs-serve: setup ## make docs, then serve the docs site on http://localhost:8080 (DOCS_PORT=...)
+	-$(MAKE) --no-print-directory docs
+	$(BIN)/dbt docs serve --port $(DOCS_PORT) --no-browser
 
 clean: ## remove the warehouse, demo data, exports and dbt artifacts (keeps .venv)
 	rm -rf data target logs

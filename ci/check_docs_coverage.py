@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     artifacts = {name: args.target_path / f"{name}.json" for name in ("manifest", "catalog")}
     missing = [str(path) for path in artifacts.values() if not path.exists()]
     if missing:
-        print(f"docs coverage: {', '.join(missing)} missing: run `make docs` (dbt docs generate) first", file=sys.stderr)
+        print(f"docs coverage: {', '.join(missing)} missing: run `make docs` first", file=sys.stderr)
         return 2
     manifest, catalog = (json.loads(path.read_text()) for path in artifacts.values())
     gaps = find_gaps(manifest, catalog)

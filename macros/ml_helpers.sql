@@ -78,3 +78,26 @@
 {% macro bigquery__day_number(date_expression) -%}
     unix_date({{ date_expression }})
 {%- endmacro %}
+
+
+{#-
+    timestamp_add: dbt.dateadd for timestamps, giving a timestamp on every warehouse. On BigQuery
+    dbt.dateadd casts to DATETIME, which BigQuery will not compare with a TIMESTAMP (`created_at`,
+    `reported_at`, snapshot validity); BigQuery's timestamp_add takes parts up to `day`.
+-#}
+{% macro timestamp_add(datepart, interval, from_timestamp) -%}
+    {{ return(adapter.dispatch('timestamp_add', 'ml_features')(datepart, interval, from_timestamp)) }}
+{%- endmacro %}
+
+{% macro default__timestamp_add(datepart, interval, from_timestamp) -%}
+    {{ dbt.dateadd(datepart, interval, from_timestamp) }}
+{%- endmacro %}
+
+{% macro bigquery__timestamp_add(datepart, interval, from_timestamp) -%}
+    {%- if datepart | lower not in ['microsecond', 'millisecond', 'second', 'minute', 'hour', 'day'] -%}
+        {{ exceptions.raise_compiler_error(
+            "timestamp_add: BigQuery adds microsecond to day to a timestamp, not '" ~ datepart ~ "'"
+        ) }}
+    {%- endif -%}
+    timestamp_add(cast({{ from_timestamp }} as timestamp), interval ({{ interval }}) {{ datepart }})
+{%- endmacro %}

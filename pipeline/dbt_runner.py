@@ -23,6 +23,7 @@ class DbtSummary:
     invocation_id: str = ""
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    node_results: list[dict[str, object]] = field(default_factory=list)
 
     def count(self, resource_type: str, *statuses: str) -> int:
         return sum(n for (kind, status), n in self.counts.items() if kind == resource_type and status in statuses)
@@ -59,6 +60,17 @@ def run_dbt(
     for result in run_results["results"]:
         resource_type = result["unique_id"].split(".")[0]
         summary.counts[(resource_type, result["status"])] += 1
+        summary.node_results.append(
+            {
+                "invocation_id": summary.invocation_id,
+                "unique_id": result["unique_id"],
+                "resource_type": resource_type,
+                "status": result["status"],
+                "seconds": result.get("execution_time") or 0.0,
+                "failures": result.get("failures") or 0,
+                "message": result.get("message") or "",
+            }
+        )
         if result["status"] in ("error", "fail"):
             summary.failures.append(f"{result['unique_id']}: {result['status']}: {result.get('message') or ''}")
     return summary

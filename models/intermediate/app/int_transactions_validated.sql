@@ -56,14 +56,16 @@ validated as (
 explained as (
     select
         *,
+        -- chr(39) is a single quote: DuckDB escapes one in a literal as '', BigQuery as \'
         case rejection_rule
             when 'missing_key' then 'transaction_id is missing or not an integer'
             when 'unparseable_timestamp'
-                then 'created_at ''' || coalesce(raw_created_at, 'null') || ''' is not a timestamp'
-            when 'non_numeric_amount' then 'amount ''' || coalesce(raw_amount, 'null') || ''' is not a number'
+                then 'created_at ' || chr(39) || coalesce(raw_created_at, 'null') || chr(39) || ' is not a timestamp'
+            when 'non_numeric_amount'
+                then 'amount ' || chr(39) || coalesce(raw_amount, 'null') || chr(39) || ' is not a number'
             when 'negative_amount' then 'amount ' || raw_amount || ' is negative'
             when 'unknown_currency'
-                then 'currency ''' || coalesce(currency, 'null') || ''' is not a known currency'
+                then 'currency ' || chr(39) || coalesce(currency, 'null') || chr(39) || ' is not a known currency'
             when 'missing_fx_rate'
                 then 'no ' || currency || ' rate on or before '
                     || cast(cast(created_at as date) as {{ dbt.type_string() }})

@@ -27,11 +27,13 @@ validated as (
 explained as (
     select
         *,
+        -- chr(39) is a single quote: DuckDB escapes one in a literal as '', BigQuery as \'
         case rejection_rule
             when 'missing_key'
-                then 'transaction_id ''' || coalesce(raw_transaction_id, 'null') || ''' is not an integer'
+                then 'transaction_id ' || chr(39) || coalesce(raw_transaction_id, 'null') || chr(39)
+                    || ' is not an integer'
             when 'unparseable_timestamp'
-                then 'reported_at ''' || coalesce(raw_reported_at, 'null') || ''' is not a timestamp'
+                then 'reported_at ' || chr(39) || coalesce(raw_reported_at, 'null') || chr(39) || ' is not a timestamp'
             when 'unknown_transaction'
                 then 'transaction_id ' || raw_transaction_id || ' is not a known transaction'
         end as rejection_reason,

@@ -1,0 +1,296 @@
+"""The dbt docs site: generated from the built warehouse, fully documented, and its lineage graph
+renders in a real browser from the raw sources to the training set and the model that trains on it.
+
+The browser test drives Debian's `chromium` headless over the DevTools protocol on a pipe
+(`--remote-debugging-pipe`), so it needs no Python browser driver. It is skipped only when
+chromium is missing and CI is not set; `.ci/run` installs chromium.
+"""
+
+import base64
+import fcntl
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import REPO_ROOT, RUN_DATE, Warehouse
+
+from pipeline.dbt_runner import run_dbt, target_path
+
+TRAINING_SET = "model.ml_features.training_set"
+TRAINING_STEP = "exposure.ml_features.training_step"
+# one path through every layer, raw source to the exposure that trains the model
+RAW_TO_TRAINING = (
+    "source.ml_features.app.transactions",
+    "model.ml_features.stg_app__transactions",
+    "model.ml_features.int_transactions_validated",
+    "model.ml_features.int_transactions_cleaned",
+    "model.ml_features.fct_transaction_features",
+    TRAINING_SET,
+)
+ARTIFACTS_DIR = Path(os.environ.get("ML_FEATURES_TEST_ARTIFACTS", REPO_ROOT / "data" / "test-artifacts"))
+VIEWPORT = {"width": 1600, "height": 1000}
+
+
+@pytest.fixture(scope="module")
+def docs_target(built_warehouse: Warehouse) -> Path:
+    """`dbt docs generate --static` against the built warehouse, as `make docs` runs it."""
+    generate = run_dbt(["docs", "generate", "--static"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
+    assert generate.success, generate.failures
+    return target_path()
+
+
+def load_artifact(docs_target: Path, name: str) -> dict[str, Any]:
+    return json.loads((docs_target / f"{name}.json").read_text())
+
+
+def test_docs_generate_writes_a_single_file_site(docs_target: Path) -> None:
+    site = docs_target / "static_index.html"
+    assert site.exists(), "dbt docs generate --static wrote no static_index.html"
+    html = site.read_text()
+    # the manifest and catalog are inlined, so the file opens without a server
+    assert '"model.ml_features.training_set"' in html
+    assert '"exposure.ml_features.training_step"' in html
+
+
+def test_every_model_column_source_seed_snapshot_and_macro_is_documented(docs_target: Path) -> None:
+    check = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "ci" / "check_docs_coverage.py"), "--target-path", str(docs_target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, f"documentation gaps:\n{check.stdout}{check.stderr}"
+
+
+def test_exposures_make_the_lineage_run_from_raw_sources_to_the_model(docs_target: Path) -> None:
+    manifest = load_artifact(docs_target, "manifest")
+    training_step = manifest["exposures"][TRAINING_STEP]
+    assert training_step["type"] == "ml"
+    assert training_step["depends_on"]["nodes"] == [TRAINING_SET]
+    serving = manifest["exposures"]["exposure.ml_features.realtime_feature_serving"]
+    assert serving["depends_on"]["nodes"], "the realtime consumers depend on no mart"
+    # each step of the path is upstream of the next (directly or through models added between)
+    for child, parent in zip(RAW_TO_TRAINING[1:] + (TRAINING_STEP,), RAW_TO_TRAINING, strict=True):
+        assert parent in upstream(manifest["parent_map"], child), f"{child} does not depend on {parent}"
+
+
+def upstream(parent_map: dict[str, list[str]], unique_id: str) -> set[str]:
+    """Every node `unique_id` reads from, directly or not."""
+    seen: set[str] = set()
+    queue = deque(parent_map.get(unique_id, []))
+    while queue:
+        node = queue.popleft()
+        if node not in seen:
+            seen.add(node)
+            queue.extend(parent_map.get(node, []))
+    return seen
+
+
+def find_chromium() -> str | None:
+    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and (path := shutil.which(name)):
+            return path
+    return None
+
+
+class HeadlessChromium:
+    """Chromium headless, driven with DevTools protocol messages on fds 3 (to it) and 4 (from it)."""
+
+    def __init__(self, binary: str, profile_dir: Path, log_file: Path) -> None:
+        to_browser_read, self._to_browser = os.pipe()
+        self._from_browser, from_browser_write = os.pipe()
+
+        def pipes_to_fds_3_and_4() -> None:  # runs in the child, between fork and exec
+            read_end = fcntl.fcntl(to_browser_read, fcntl.F_DUPFD, 10)
+            write_end = fcntl.fcntl(from_browser_write, fcntl.F_DUPFD, 10)
+            os.dup2(read_end, 3)
+            os.dup2(write_end, 4)
+
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+        flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        flags += [f"--user-data-dir={profile_dir}", "--remote-debugging-pipe", "--hide-scrollbars"]
+        flags += [f"--window-size={VIEWPORT['width']},{VIEWPORT['height']}", "about:blank"]
+        self.log_file = log_file
+        with log_file.open("wb") as log:
+            # python's own fds are not inheritable, so only 0-4 reach chromium
+            self.process = subprocess.Popen(
+                [binary, *flags],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                close_fds=False,
+                preexec_fn=pipes_to_fds_3_and_4,
+                start_new_session=True,
+            )
+        os.close(to_browser_read)
+        os.close(from_browser_write)
+        self._buffer = b""
+        self._last_id = 0
+        self.session = ""
+
+    def _receive(self, deadline: float) -> dict[str, Any]:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._from_browser], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(f"chromium did not answer in time; its log: {self.log_tail()}")
+            chunk = os.read(self._from_browser, 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"chromium closed the DevTools pipe; its log: {self.log_tail()}")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+        """Send one command (to the attached page once there is one) and return its result."""
+        self._last_id += 1
+        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params or {}}
+        if self.session and not method.startswith(("Target.", "Browser.")):
+            message["sessionId"] = self.session
+        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self._receive(deadline)
+            if answer.get("id") == self._last_id:  # anything else is an event: not needed here
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer["result"]
+
+    def open_page(self) -> None:
+        page = next(target for target in self.send("Target.getTargets")["targetInfos"] if target["type"] == "page")
+        self.session = self.send("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})["sessionId"]
+        self.send("Emulation.setDeviceMetricsOverride", {**VIEWPORT, "deviceScaleFactor": 1, "mobile": False})
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression[:80]}...: {result['exceptionDetails'].get('exception', result)}")
+        return result["result"].get("value")
+
+    def wait_for(self, expression: str, what: str, timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            time.sleep(0.2)
+        raise TimeoutError(f"the docs site never showed {what}")
+
+    def screenshot(self) -> bytes:
+        return base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
+
+    def log_tail(self) -> str:
+        return self.log_file.read_text(errors="replace")[-1500:] if self.log_file.exists() else ""
+
+    def close(self) -> None:
+        try:
+            self.send("Browser.close", timeout=5)
+        except (OSError, RuntimeError, TimeoutError):
+            pass
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the session we started: chromium and its helpers
+            self.process.wait(timeout=10)
+        os.close(self._to_browser)
+        os.close(self._from_browser)
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[HeadlessChromium]:
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI is set but chromium is missing: .ci/run installs it with apt-get install chromium")
+        pytest.skip("chromium is not installed (apt-get install chromium); CI always runs this test")
+    browser = HeadlessChromium(binary, tmp_path / "chromium-profile", tmp_path / "chromium.log")
+    try:
+        browser.open_page()
+        yield browser
+    finally:
+        browser.close()
+
+
+# what the lineage graph shows: cytoscape draws it on a canvas, so read the nodes and edges it drew
+RENDERED_GRAPH = """(() => {
+    const graph = angular.element(document.body).injector().get('graph');
+    const drawn = graph.graph_element;
+    if (!drawn || graph.orientation !== 'fullscreen' || drawn.nodes(':visible').length === 0) return null;
+    return {
+        nodes: drawn.nodes(':visible').map(node => ({
+            id: node.id(), label: node.data('label'), box: node.renderedBoundingBox()
+        })),
+        edges: drawn.edges(':visible').map(edge => [edge.source().id(), edge.target().id()]),
+        select: document.querySelector('input[ng-model="selectorService.selection.dirty.include"]').value,
+        launcher: document.querySelector('.launcher').getAttribute('data-launcher'),
+        viewport: [window.innerWidth, window.innerHeight]
+    };
+})()"""
+
+
+def reachable(edges: list[list[str]], start: str) -> set[str]:
+    children: dict[str, list[str]] = {}
+    for parent, child in edges:
+        children.setdefault(parent, []).append(child)
+    seen, queue = {start}, deque([start])
+    while queue:
+        for child in children.get(queue.popleft(), []):
+            if child not in seen:
+                seen.add(child)
+                queue.append(child)
+    return seen
+
+
+def test_lineage_graph_renders_from_raw_source_to_training(docs_target: Path, chromium: HeadlessChromium) -> None:
+    site = (docs_target / "static_index.html").resolve()
+    chromium.send("Page.navigate", {"url": f"{site.as_uri()}#!/model/{TRAINING_SET}"})
+    chromium.wait_for(
+        "document.querySelector('h1') !== null && document.querySelector('h1').innerText.includes('training_set')",
+        "the training_set model page",
+    )
+    # what a user does: the lineage button, then full screen
+    chromium.evaluate("document.querySelector('.launcher-btn a').click()")
+    chromium.wait_for("document.querySelector('.launcher').getAttribute('data-launcher') === 'sidebar'", "the graph")
+    chromium.evaluate("document.querySelector('.launcher-actions a[ng-click=\"showExpanded()\"]').click()")
+    graph, previous = None, None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # drawn once the layout stops moving
+        graph = chromium.evaluate(RENDERED_GRAPH)
+        if graph and graph == previous:
+            break
+        previous = graph
+        time.sleep(0.3)
+    assert graph, "the lineage graph was never drawn"
+
+    screenshot = chromium.screenshot()
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    saved = ARTIFACTS_DIR / "docs_lineage.png"
+    saved.write_bytes(screenshot)
+    print(f"lineage graph screenshot: {saved}")
+    assert screenshot.startswith(b"\x89PNG") and len(screenshot) > 20_000, f"blank screenshot? {saved}"
+
+    assert graph["launcher"] == "fullscreen"
+    assert graph["select"] == "+training_set+"
+    labels = {node["id"]: node["label"] for node in graph["nodes"]}
+    for unique_id in (*RAW_TO_TRAINING, TRAINING_STEP):
+        assert unique_id in labels, f"{unique_id} is not on the lineage graph of training_set ({saved})"
+    assert labels["source.ml_features.app.transactions"] == "app.transactions"
+    assert labels[TRAINING_SET] == "training_set"
+    downstream = reachable(graph["edges"], "source.ml_features.app.transactions")
+    assert {TRAINING_SET, TRAINING_STEP} <= downstream, "the drawn edges do not lead from the raw source to training"
+    width, height = graph["viewport"]
+    off_screen = [
+        node["label"]
+        for node in graph["nodes"]
+        if node["box"]["x1"] < 0 or node["box"]["y1"] < 0 or node["box"]["x2"] > width or node["box"]["y2"] > height
+    ]
+    assert not off_screen, f"nodes drawn outside the window: {off_screen}"
