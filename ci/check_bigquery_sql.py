@@ -3,10 +3,10 @@
 Compiles the whole project with `dbt compile --target bigquery` without credentials or a network
 (a throwaway service-account key generated here, `--no-populate-cache --no-introspect`), into its
 own target path so the DuckDB artifacts in `target/` are left alone. Incremental models are
-compiled twice: as their first build and as an incremental run (var `compile_as_incremental`, read
-by macros/is_incremental.sql). Then every compiled model, test, snapshot and analysis is read with
-sqlglot's BigQuery dialect, which on its own would quietly translate DuckDB syntax, so the checker
-also looks at the tokens and the tree for:
+compiled twice: as their first build and as an incremental run (environment variable
+ML_FEATURES_COMPILE_AS_INCREMENTAL, read by macros/is_incremental.sql). Then every compiled model,
+test, snapshot and analysis is read with sqlglot's BigQuery dialect, which on its own would quietly
+translate DuckDB syntax, so the checker also looks at the tokens and the tree for:
 
 - SQL that BigQuery cannot parse, and quotes doubled inside a string (`'it''s'`: DuckDB's escape,
   two adjacent literals to BigQuery);
@@ -145,14 +145,18 @@ class CompilePass:
     name: str
     folder: str
     dbt_args: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
 
 
+# The incremental pass sets an environment variable rather than a dbt var, so it can reuse the
+# first pass's parse (partial parsing starts over when vars change, not when a macro reads env).
 COMPILE_PASSES = (
     CompilePass("first build", "first_build"),
     CompilePass(
         "incremental run",
         "incremental",
-        ("--select", "config.materialized:incremental", "--vars", json.dumps({"compile_as_incremental": True})),
+        ("--select", "config.materialized:incremental"),
+        (("ML_FEATURES_COMPILE_AS_INCREMENTAL", "true"),),
     ),
 )
 
@@ -231,31 +235,33 @@ def compile_command(project_dir: Path, target_path: Path, compile_pass: CompileP
 
 
 def compile_for_bigquery(project_dir: Path, target_root: Path) -> None:
-    """Run every compile pass (concurrently) with a placeholder key; raise CompileError if one fails."""
+    """Run every compile pass with a placeholder key; raise CompileError when one fails.
+
+    The passes run one after the other, each later one starting from the first one's parse.
+    """
     with tempfile.TemporaryDirectory(prefix="bigquery-keyfile-") as key_dir:
         keyfile = Path(key_dir) / "placeholder-service-account.json"
         write_placeholder_keyfile(keyfile)
-        environment = {
-            **os.environ,
-            "BIGQUERY_KEYFILE": str(keyfile),
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        }
-        running = []
+        environment = {**os.environ, "BIGQUERY_KEYFILE": str(keyfile), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
+        environment.pop("ML_FEATURES_COMPILE_AS_INCREMENTAL", None)
+        first_parse = target_root / COMPILE_PASSES[0].folder / "partial_parse.msgpack"
         for compile_pass in COMPILE_PASSES:
             target_path = target_root / compile_pass.folder
+            target_path.mkdir(parents=True, exist_ok=True)
             (target_path / "manifest.json").unlink(missing_ok=True)
-            command = compile_command(project_dir, target_path, compile_pass)
-            process = subprocess.Popen(
-                command, cwd=project_dir, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            if compile_pass is not COMPILE_PASSES[0] and first_parse.exists():
+                shutil.copyfile(first_parse, target_path / first_parse.name)
+            completed = subprocess.run(
+                compile_command(project_dir, target_path, compile_pass),
+                cwd=project_dir,
+                env={**environment, **dict(compile_pass.environment)},
+                capture_output=True,
+                text=True,
+                check=False,
             )
-            running.append((compile_pass, process))
-        failures = []
-        for compile_pass, process in running:
-            output, _ = process.communicate()
-            if process.returncode != 0:
-                failures.append(f"dbt compile ({compile_pass.name}) failed:\n{output[-4000:]}")
-        if failures:
-            raise CompileError("\n".join(failures))
+            if completed.returncode != 0:
+                output = completed.stdout + completed.stderr
+                raise CompileError(f"dbt compile --target bigquery ({compile_pass.name}) failed:\n{output[-4000:]}")
 
 
 def display_path(path: Path) -> str:

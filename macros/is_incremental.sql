@@ -4,12 +4,13 @@
     dbt's is_incremental() asks the warehouse whether the model's table exists, which cannot work
     in `dbt compile --no-introspect` (ci/check_bigquery_sql.py compiles for BigQuery without
     credentials). Without introspection this answers "first build", or "incremental run" when the
-    var `compile_as_incremental` is true, so the check reads both branches of incremental models.
-    Every command with a connection (run, build, compile) gets dbt's answer unchanged.
+    environment variable ML_FEATURES_COMPILE_AS_INCREMENTAL is `true`, so the check reads both
+    branches of incremental models. Every command with a connection gets dbt's answer unchanged.
 -#}
 {% macro is_incremental() -%}
     {%- if execute and not flags.INTROSPECT -%}
-        {{ return(model.config.materialized == 'incremental' and var('compile_as_incremental', false) == true) }}
+        {%- set as_incremental = env_var('ML_FEATURES_COMPILE_AS_INCREMENTAL', 'false') | lower == 'true' -%}
+        {{ return(model.config.materialized == 'incremental' and as_incremental) }}
     {%- endif -%}
     {{ return(dbt.is_incremental()) }}
 {%- endmacro %}

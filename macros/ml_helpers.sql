@@ -1,9 +1,15 @@
 {#-
-    run_date: the date the pipeline runs "as of" (var `run_date`, default today in UTC).
-    Labels mature, and the training window ends, relative to it.
+    run_date: the day the pipeline runs "as of", up to its end (var `run_date`, default today
+    in UTC). Labels mature, and the training window ends, relative to it.
 -#}
 {% macro run_date() -%}
     cast('{{ var("run_date") or run_started_at.strftime("%Y-%m-%d") }}' as date)
+{%- endmacro %}
+
+
+{#- the end of the run date (midnight after it), as a timestamp: what the run knows is before this -#}
+{% macro run_date_end() -%}
+    cast({{ dbt.dateadd('day', 1, run_date()) }} as {{ dbt.type_timestamp() }})
 {%- endmacro %}
 
 

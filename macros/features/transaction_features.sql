@@ -46,15 +46,15 @@
         windowed.device_group = 'tablet' as device_tablet,
         windowed.device_group = 'other' as device_other,
         users_history.loyalty_tier,
-        ---------- label: a chargeback reported within label_window_days, known by the run date
+        ---------- label: a chargeback reported within label_window_days, known by the end of the run date
         coalesce(
             labels.first_reported_at
             <= {{ dbt.dateadd('day', var('label_window_days'), 'windowed.created_at') }}
-            and labels.first_reported_at < cast({{ dbt.dateadd('day', 1, run_date()) }} as timestamp),
+            and labels.first_reported_at < {{ run_date_end() }},
             false
         ) as is_fraud,
         {{ dbt.dateadd('day', var('label_window_days'), 'windowed.created_at') }}
-        <= cast({{ run_date() }} as timestamp) as is_label_matured
+        <= {{ run_date_end() }} as is_label_matured
     from {{ windowed }} as windowed
     inner join {{ ref('int_users_cleaned') }} as users
         on windowed.user_id = users.user_id

@@ -1,8 +1,13 @@
+{#- A run replaces whole days. dbt-bigquery has no delete+insert: on BigQuery the table is
+    partitioned by day and a run overwrites the partitions of the days it built (insert_overwrite),
+    the same rows either way; clustering by user_id keeps a user's rows together. -#}
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy='insert_overwrite' if target.type == 'bigquery' else 'delete+insert',
         unique_key='transaction_date',
+        partition_by={'field': 'transaction_date', 'data_type': 'date'} if target.type == 'bigquery' else none,
+        cluster_by=['user_id'] if target.type == 'bigquery' else none,
         on_schema_change='append_new_columns',
     )
 }}

@@ -1,5 +1,5 @@
 -- one row per day with matured labels: its time-based split (train, then validation, then test).
--- A label matures when transaction time + label_window_days <= run_date.
+-- A label matures when transaction time + label_window_days <= the end of run_date.
 with
 
 transactions as (
@@ -9,7 +9,7 @@ transactions as (
 matured_days as (
     select distinct transaction_date
     from transactions
-    where {{ dbt.dateadd('day', var('label_window_days'), 'created_at') }} <= cast({{ run_date() }} as timestamp)
+    where {{ dbt.dateadd('day', var('label_window_days'), 'created_at') }} <= {{ run_date_end() }}
 ),
 
 ranked as (
