@@ -2,13 +2,20 @@
 
 Labels arrive weeks after the transaction, in files dropped into a bucket (`file://` by
 default, `s3://` or `gs://` through fsspec). A run reads only files that are new or changed
-since the last run. Every format is read into the same all-text Arrow schema: the raw layer keeps
-values exactly as the file gave them and staging casts them.
+since the last run (incremental on the file's modification date). A changed file replaces the
+rows it gave before: the raw table is merged on `_source_file` (the file's path) with
+(`_source_file`, `_source_row`) as the key, so a file that grew never leaves duplicates behind,
+while the repeated reports a file itself holds are kept.
+
+Every format is read into the same all-text Arrow schema: the raw layer keeps values exactly as
+the file gave them and staging casts them.
 """
 
 import io
+from collections.abc import Iterator
 
 import dlt
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
@@ -16,12 +23,17 @@ import pyarrow.parquet as pq
 from dlt.sources import DltResource
 from dlt.sources.filesystem import FileItemDict, filesystem
 
+from extract.arrow_rows import chunked, constant, read_concurrently, stable_prefix, with_row_ids
+from extract.files import require_bucket
+
 CHARGEBACK_COLUMNS = ("transaction_id", "reported_at", "reason")
 RAW_SCHEMA = pa.schema([(name, pa.string()) for name in CHARGEBACK_COLUMNS])
+SOURCE_FILE_COLUMN = "_source_file"
+SOURCE_ROW_COLUMN = "_source_row"
 
 
 class UnsupportedFileError(ValueError):
-    """A file in the bucket is not CSV, JSONL or Parquet."""
+    """A file in the bucket is not CSV, JSONL or Parquet, or lacks the contract's columns."""
 
 
 def read_chargeback_file(name: str, content: bytes) -> pa.Table:
@@ -34,24 +46,37 @@ def read_chargeback_file(name: str, content: bytes) -> pa.Table:
     elif name.endswith(".parquet"):
         table = pq.read_table(io.BytesIO(content))
     else:
-        raise UnsupportedFileError(f"chargebacks: cannot read {name!r}: expected .csv, .jsonl or .parquet")
+        raise UnsupportedFileError(f"cannot read {name!r}: expected .csv, .jsonl or .parquet")
     missing = [column for column in CHARGEBACK_COLUMNS if column not in table.column_names]
     if missing:
-        raise UnsupportedFileError(f"chargebacks: {name!r} lacks the contract's columns {missing}")
+        raise UnsupportedFileError(f"{name!r} lacks the contract's columns {missing}")
     return pa.table({name: table[name].cast(pa.string()) for name in CHARGEBACK_COLUMNS})
 
 
-@dlt.transformer(name="chargebacks", write_disposition="append")
-def read_chargeback_files(files: list[FileItemDict]):
-    """Yield each chargeback file as an Arrow table, tagged with the file it came from."""
-    for file in files:
-        table = read_chargeback_file(file["file_name"], file.read_bytes())
-        yield table.append_column("_source_file", pa.array([file["relative_path"]] * table.num_rows))
+def read_tagged(file: FileItemDict) -> pa.Table:
+    """One file as raw rows tagged with the file's path, the row's position in it and a stable row id."""
+    path = file["relative_path"]
+    table = read_chargeback_file(file["file_name"], file.read_bytes())
+    table = table.append_column(SOURCE_FILE_COLUMN, constant(path, table.num_rows))
+    table = table.append_column(SOURCE_ROW_COLUMN, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    return with_row_ids(table, stable_prefix(path))
+
+
+@dlt.transformer(
+    name="chargebacks",
+    primary_key=(SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN),
+    merge_key=SOURCE_FILE_COLUMN,
+    write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+)
+def read_chargeback_files(files: list[FileItemDict]) -> Iterator[pa.Table]:
+    """Yield the chargeback files of one listing page as Arrow tables."""
+    yield from chunked(read_concurrently(files, read_tagged))
 
 
 @dlt.source(name="chargebacks")
 def bucket_files(bucket_url: str = dlt.config.value, file_glob: str = "**/*") -> DltResource:
-    """Chargeback files under `bucket_url` that are new or changed since the last run."""
+    """Chargeback files under `bucket_url` (a folder, file://, s3://, gs://) that are new or changed."""
+    require_bucket("sources.bucket_files.bucket_url", bucket_url)
     files = filesystem(
         bucket_url=bucket_url,
         file_glob=file_glob,

@@ -2,30 +2,56 @@
 
 A stream delivers at least once, so the same event can arrive twice, in one batch or in a
 later one. Each run reads only the batch files that landed since the last run (incremental on
-the file's modification date) and merges on `event_id`, so a re-delivered event is stored once.
+the file's modification date) and merges on `event_id`, so a re-delivered event is stored once;
+within one run the copy from the earliest batch file is kept.
+
+Files are read a few at a time in threads and handed to dlt as large Arrow tables; every row
+carries the file it came from (`_batch_file`) and a row id stable across runs (`_dlt_id`).
 """
 
+from collections.abc import Iterator
+
 import dlt
+import pyarrow as pa
 import pyarrow.parquet as pq
 from dlt.sources import DltResource
 from dlt.sources.filesystem import FileItemDict, filesystem
 
+from extract.arrow_rows import chunked, constant, read_concurrently, stable_prefix, with_row_ids
+from extract.files import require_bucket
 
-@dlt.transformer(name="events", primary_key="event_id", write_disposition="merge")
-def read_event_batches(files: list[FileItemDict]):
-    """Yield each micro-batch file as one Arrow table, tagged with the file it came from."""
-    for file in files:
-        with file.open() as handle:
-            batch = pq.read_table(handle)
-        yield batch.append_column("_batch_file", [[file["relative_path"]] * batch.num_rows])
+BATCH_FILE_COLUMN = "_batch_file"
+FILES_PER_PAGE = 200
+
+
+def read_batch_file(file: FileItemDict) -> pa.Table:
+    """One micro-batch as Arrow, tagged with its file and stable row ids."""
+    with file.open() as handle:
+        table = pq.read_table(handle)
+    table = table.append_column(BATCH_FILE_COLUMN, constant(file["relative_path"], table.num_rows))
+    return with_row_ids(table, stable_prefix(file["relative_path"]))
+
+
+@dlt.transformer(
+    name="events",
+    primary_key="event_id",
+    write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+    # of two deliveries of an event in one load, keep the one from the earliest batch file
+    columns={BATCH_FILE_COLUMN: {"data_type": "text", "dedup_sort": "asc"}},
+)
+def read_event_batches(files: list[FileItemDict]) -> Iterator[pa.Table]:
+    """Yield the micro-batch files of one listing page as a few large Arrow tables."""
+    yield from chunked(read_concurrently(files, read_batch_file))
 
 
 @dlt.source(name="events")
 def event_stream(bucket_url: str = dlt.config.value, file_glob: str = "**/*.parquet") -> DltResource:
-    """New micro-batch files under `bucket_url` (file://, s3://, gs://), merged on `event_id`."""
+    """New micro-batch files under `bucket_url` (a folder, file://, s3://, gs://), merged on `event_id`."""
+    require_bucket("sources.event_stream.bucket_url", bucket_url)
     batches = filesystem(
         bucket_url=bucket_url,
         file_glob=file_glob,
+        files_per_page=FILES_PER_PAGE,
         incremental=dlt.sources.incremental("modification_date", row_order="asc"),
     )
     return batches | read_event_batches

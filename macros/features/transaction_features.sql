@@ -49,11 +49,11 @@
         ---------- label: a chargeback reported within label_window_days, known by the end of the run date
         coalesce(
             labels.first_reported_at
-            <= {{ dbt.dateadd('day', var('label_window_days'), 'windowed.created_at') }}
+            <= {{ timestamp_add('day', var('label_window_days'), 'windowed.created_at') }}
             and labels.first_reported_at < {{ run_date_end() }},
             false
         ) as is_fraud,
-        {{ dbt.dateadd('day', var('label_window_days'), 'windowed.created_at') }}
+        {{ timestamp_add('day', var('label_window_days'), 'windowed.created_at') }}
         <= {{ run_date_end() }} as is_label_matured
     from {{ windowed }} as windowed
     inner join {{ ref('int_users_cleaned') }} as users

@@ -13,11 +13,7 @@
 }}
 -- one row per valid transaction: its point-in-time history windows (the expensive part of the
 -- features). Incremental by day: a run rebuilds only the days it must, plus reads the 31 days of
--- history their windows look back on. Which days:
---   * vars from_date / to_date when given (the pipeline passes the day it runs: re-running a day
---     replaces exactly that day's rows with identical ones);
---   * otherwise the last reprocess_days days already built and every later day, plus any day that
---     received rows in a dlt load newer than the newest load already built (late-arriving rows).
+-- history their windows look back on. Which days: see the days_to_build macro.
 {%- set lookback_days = 31 %}
 with
 
@@ -30,37 +26,12 @@ events as (
     where rejection_rule is null
 ),
 
-already_built as (
-    {% if is_incremental() %}
-        select
-            max(transaction_date) as last_built_date,
-            max(source_load_id) as last_built_load_id
-        from {{ this }}
-    {% else %}
-        select
-            cast(null as date) as last_built_date,
-            cast(null as {{ dbt.type_string() }}) as last_built_load_id
-    {% endif %}
-),
-
 days_to_build as (
-    select distinct transactions.transaction_date
-    from transactions
-    cross join already_built
-    where
-        {% if var('from_date', none) %}
-            transactions.transaction_date >= cast('{{ var("from_date") }}' as date)
-            and transactions.transaction_date <= cast('{{ var("to_date", var("from_date")) }}' as date)
-        {% else %}
-            already_built.last_built_date is null
-            or transactions.transaction_date
-            >= {{ dbt.dateadd('day', -1 * var('reprocess_days'), 'already_built.last_built_date') }}
-            or transactions.source_load_id > already_built.last_built_load_id
-        {% endif %}
+    {{ days_to_build('transactions', 'transaction_date') }}
 ),
 
 history_start as (
-    select {{ dbt.dateadd('day', -1 * lookback_days, 'min(transaction_date)') }} as history_start_date
+    select {{ dbt.dateadd('day', -1 * lookback_days, 'min(build_date)') }} as history_start_date
     from days_to_build
 ),
 
@@ -72,7 +43,7 @@ days_built as (
     select windowed.*
     from windowed
     inner join days_to_build
-        on windowed.transaction_date = days_to_build.transaction_date
+        on windowed.transaction_date = days_to_build.build_date
 )
 
 select * from days_built

@@ -1,3 +1,14 @@
+{#- incremental by day like int_transactions_windowed: see the days_to_build macro -#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='insert_overwrite' if target.type == 'bigquery' else 'delete+insert',
+        unique_key='feature_date',
+        partition_by={'field': 'feature_date', 'data_type': 'date'} if target.type == 'bigquery' else none,
+        cluster_by=['user_id'] if target.type == 'bigquery' else none,
+        on_schema_change='append_new_columns',
+    )
+}}
 -- one row per user per day with at least one valid transaction: the user's features as of the
 -- end of that day (windows of whole days ending at midnight after the day, so exact durations)
 with
@@ -10,15 +21,27 @@ users as (
     select * from {{ ref('int_users_cleaned') }}
 ),
 
+days_to_build as (
+    {{ days_to_build('transactions', 'feature_date') }}
+),
+
+history_start as (
+    select {{ dbt.dateadd('day', -29, 'min(build_date)') }} as history_start_date
+    from days_to_build
+),
+
 daily as (
     select
-        user_id,
-        transaction_date as feature_date,
-        {{ day_number('transaction_date') }} as day_number,
+        transactions.user_id,
+        transactions.transaction_date as feature_date,
+        {{ day_number('transactions.transaction_date') }} as day_number,
         count(*) as txn_count,
-        sum(amount_usd) as amount_sum,
-        max(created_at) as last_transaction_at
+        sum(transactions.amount_usd) as amount_sum,
+        max(transactions.created_at) as last_transaction_at,
+        max(transactions.source_load_id) as source_load_id
     from transactions
+    cross join history_start
+    where transactions.transaction_date >= history_start.history_start_date
     group by 1, 2, 3
 ),
 
@@ -26,21 +49,18 @@ windowed as (
     select
         user_id,
         feature_date,
-        txn_count as user_txn_count_1d,
-        sum(txn_count) over (
-            partition by user_id order by day_number range between 6 preceding and current row
-        ) as user_txn_count_7d,
-        sum(txn_count) over (
-            partition by user_id order by day_number range between 29 preceding and current row
-        ) as user_txn_count_30d,
-        sum(amount_sum) over (
-            partition by user_id order by day_number range between 6 preceding and current row
-        ) as user_amount_sum_7d,
-        sum(amount_sum) over (
-            partition by user_id order by day_number range between 29 preceding and current row
-        ) as user_amount_sum_30d,
-        last_transaction_at
+        cast(txn_count as {{ dbt.type_int() }}) as user_txn_count_1d,
+        cast(sum(txn_count) over last_7d as {{ dbt.type_int() }}) as user_txn_count_7d,
+        cast(sum(txn_count) over last_30d as {{ dbt.type_int() }}) as user_txn_count_30d,
+        sum(amount_sum) over last_7d as user_amount_sum_7d,
+        sum(amount_sum) over last_30d as user_amount_sum_30d,
+        last_transaction_at,
+        source_load_id
     from daily
+    window
+        by_user as (partition by user_id order by day_number),
+        last_7d as (by_user range between 6 preceding and current row),
+        last_30d as (by_user range between 29 preceding and current row)
 ),
 
 features as (
@@ -57,8 +77,11 @@ features as (
         (
             {{ day_number('windowed.feature_date') }} - {{ day_number('cast(users.signup_at as date)') }}
         ) as user_tenure_days,
-        users.country_group
+        users.country_group,
+        windowed.source_load_id
     from windowed
+    inner join days_to_build
+        on windowed.feature_date = days_to_build.build_date
     inner join users
         on windowed.user_id = users.user_id
 )

@@ -1,0 +1,33 @@
+{#-
+    days_to_build(transactions, built_date_column): a select of the distinct `transaction_date`s an
+    incremental-by-day model must (re)build, as `build_date`:
+      * vars from_date / to_date when given (the pipeline passes the day it runs, so re-running
+        a day replaces exactly that day's rows);
+      * on an incremental run, the last `reprocess_days` days already built and every later day,
+        plus any day that received rows in a dlt load newer than the newest load already built
+        (late-arriving rows);
+      * on a full build, every day.
+    `transactions` needs transaction_date and source_load_id; the model itself needs
+    `built_date_column` and source_load_id.
+-#}
+{% macro days_to_build(transactions, built_date_column) %}
+    select distinct transactions.transaction_date as build_date
+    from {{ transactions }} as transactions
+    {% if var('from_date', none) %}
+        where
+            transactions.transaction_date >= cast('{{ var("from_date") }}' as date)
+            and transactions.transaction_date <= cast('{{ var("to_date", var("from_date")) }}' as date)
+    {% elif is_incremental() %}
+        cross join (
+            select
+                max({{ built_date_column }}) as last_built_date,
+                max(source_load_id) as last_built_load_id
+            from {{ this }}
+        ) as already_built
+        where
+            already_built.last_built_date is null
+            or transactions.transaction_date
+            >= {{ dbt.dateadd('day', -1 * var('reprocess_days'), 'already_built.last_built_date') }}
+            or transactions.source_load_id > already_built.last_built_load_id
+    {% endif %}
+{% endmacro %}
