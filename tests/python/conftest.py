@@ -1,6 +1,7 @@
 """Shared fixtures: a real demo data set, extracted by dlt and built by dbt, at a small scale."""
 
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,3 +53,23 @@ def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wareho
         loads = [load_source(name) for name in SOURCES]
         build = run_dbt(["build"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
         yield Warehouse(data_dir, data_dir / "warehouse.duckdb", loads, build)
+
+
+def table_hash(duckdb_path: Path, relation: str) -> tuple[int, str]:
+    """Row count and an order-independent sha256 of a relation's rows."""
+    with duckdb.connect(str(duckdb_path), read_only=True) as connection:
+        [(rows, digest)] = connection.sql(
+            "select count(*), sha256(coalesce(string_agg(md5(cast(r as varchar)), ',' "
+            f"order by md5(cast(r as varchar))), '')) from {relation} as r"
+        ).fetchall()
+    return rows, digest
+
+
+@pytest.fixture
+def warehouse_copy(built_warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Warehouse:
+    """A private copy of the built warehouse (DuckDB file, demo sources, dlt state) for tests that change it."""
+    shutil.copytree(built_warehouse.data_dir, tmp_path / "data", ignore=shutil.ignore_patterns("target"))
+    data_dir = tmp_path / "data"
+    for key, value in demo_environment(data_dir).items():
+        monkeypatch.setenv(key, value)
+    return Warehouse(data_dir, data_dir / "warehouse.duckdb", built_warehouse.loads, built_warehouse.build)
