@@ -2,7 +2,7 @@
 
 Compiles the whole project with `dbt compile --target bigquery` without credentials or a network
 (a throwaway service-account key generated here, `--no-populate-cache --no-introspect`), into its
-own target path so the DuckDB artifacts in `target/` are left alone. Incremental models are
+own target path (default target/bigquery/) so the DuckDB artifacts in `target/` are left alone. Incremental models are
 compiled twice: as their first build and as an incremental run (environment variable
 ML_FEATURES_COMPILE_AS_INCREMENTAL, read by macros/is_incremental.sql). Then every compiled model,
 test, snapshot and analysis is read with sqlglot's BigQuery dialect, which on its own would quietly
@@ -27,11 +27,10 @@ files were checked. Exit status: 0 clean, 1 problems found, 2 dbt could not comp
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,7 +121,7 @@ DUCKDB_HINTS = {
     "nvl": "ifnull()",
 }
 BIGQUERY_INCREMENTAL_STRATEGIES = frozenset({"merge", "insert_overwrite", "microbatch"})
-# names of columns the project's conventions make timestamps (STYLE: `_at` UTC timestamps)
+# timestamp columns by name: STYLE makes `_at` columns UTC timestamps, and dbt's snapshot columns
 SNAPSHOT_TIMESTAMP_COLUMNS = frozenset({"dbt_valid_from", "dbt_valid_to", "dbt_updated_at"})
 
 
@@ -146,10 +145,9 @@ class CompilePass:
     folder: str
     dbt_args: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
+    only_incremental: bool = False
 
 
-# The incremental pass sets an environment variable rather than a dbt var, so it can reuse the
-# first pass's parse (partial parsing starts over when vars change, not when a macro reads env).
 COMPILE_PASSES = (
     CompilePass("first build", "first_build"),
     CompilePass(
@@ -157,6 +155,7 @@ COMPILE_PASSES = (
         "incremental",
         ("--select", "config.materialized:incremental"),
         (("ML_FEATURES_COMPILE_AS_INCREMENTAL", "true"),),
+        only_incremental=True,
     ),
 )
 
@@ -203,65 +202,67 @@ def write_placeholder_keyfile(path: Path) -> None:
     path.chmod(0o600)
 
 
-def dbt_executable() -> str:
-    """The dbt beside this Python (the project's venv), else the first on PATH."""
-    beside_python = Path(sys.executable).parent / "dbt"
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("dbt")
-    if found is None:
-        raise CompileError("dbt is not installed: run `make setup`")
-    return found
+@contextmanager
+def environment_set(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, remove) environment variables for the length of the block."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
-def compile_command(project_dir: Path, target_path: Path, compile_pass: CompilePass) -> list[str]:
-    return [
-        dbt_executable(),
-        "compile",
-        "--target",
-        "bigquery",
-        "--project-dir",
-        str(project_dir),
-        "--profiles-dir",
-        str(project_dir),
-        "--target-path",
-        str(target_path),
-        "--log-path",
-        str(target_path / "logs"),
-        "--no-populate-cache",
-        "--no-introspect",
-        *compile_pass.dbt_args,
-    ]
+def dbt_failure(result: object) -> str:
+    """What went wrong in a dbtRunner invocation, in a few lines."""
+    exception = getattr(result, "exception", None)
+    if exception is not None:
+        return str(exception)
+    node_results = getattr(getattr(result, "result", None), "results", None) or []
+    messages = [f"{item.node.unique_id}: {item.message}" for item in node_results if str(item.status) == "error"]
+    return "\n".join(messages) or "see the dbt log"
 
 
 def compile_for_bigquery(project_dir: Path, target_root: Path) -> None:
-    """Run every compile pass with a placeholder key; raise CompileError when one fails.
+    """Parse the project once, then run every compile pass on that parse; raise CompileError on failure.
 
-    The passes run one after the other, each later one starting from the first one's parse.
+    dbt runs in this process (dbtRunner): its imports and the parse are paid once for all passes.
     """
+    from dbt.cli.main import dbtRunner
+
+    common = ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--target", "bigquery"]
+    common += ["--log-path", str(target_root / "logs"), "--quiet"]
     with tempfile.TemporaryDirectory(prefix="bigquery-keyfile-") as key_dir:
         keyfile = Path(key_dir) / "placeholder-service-account.json"
         write_placeholder_keyfile(keyfile)
-        environment = {**os.environ, "BIGQUERY_KEYFILE": str(keyfile), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
-        environment.pop("ML_FEATURES_COMPILE_AS_INCREMENTAL", None)
-        first_parse = target_root / COMPILE_PASSES[0].folder / "partial_parse.msgpack"
-        for compile_pass in COMPILE_PASSES:
-            target_path = target_root / compile_pass.folder
-            target_path.mkdir(parents=True, exist_ok=True)
-            (target_path / "manifest.json").unlink(missing_ok=True)
-            if compile_pass is not COMPILE_PASSES[0] and first_parse.exists():
-                shutil.copyfile(first_parse, target_path / first_parse.name)
-            completed = subprocess.run(
-                compile_command(project_dir, target_path, compile_pass),
-                cwd=project_dir,
-                env={**environment, **dict(compile_pass.environment)},
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if completed.returncode != 0:
-                output = completed.stdout + completed.stderr
-                raise CompileError(f"dbt compile --target bigquery ({compile_pass.name}) failed:\n{output[-4000:]}")
+        environment: dict[str, str | None] = {
+            "BIGQUERY_KEYFILE": str(keyfile),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "ML_FEATURES_COMPILE_AS_INCREMENTAL": None,
+        }
+        with environment_set(environment):
+            parse_target = target_root / COMPILE_PASSES[0].folder
+            parsed = dbtRunner().invoke(["parse", *common, "--target-path", str(parse_target)])
+            if not parsed.success:
+                raise CompileError(f"dbt parse --target bigquery failed: {dbt_failure(parsed)}")
+            for compile_pass in COMPILE_PASSES:
+                target_path = target_root / compile_pass.folder
+                (target_path / "manifest.json").unlink(missing_ok=True)
+                arguments = ["compile", *common, "--target-path", str(target_path), "--no-populate-cache"]
+                arguments += ["--no-introspect", *compile_pass.dbt_args]
+                with environment_set(dict(compile_pass.environment)):
+                    compiled = dbtRunner(manifest=parsed.result).invoke(arguments)
+                if not compiled.success:
+                    failure = dbt_failure(compiled)
+                    raise CompileError(f"dbt compile --target bigquery ({compile_pass.name}) failed: {failure}")
 
 
 def display_path(path: Path) -> str:
@@ -271,11 +272,16 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def compiled_nodes(target_path: Path) -> Iterator[CompiledNode]:
+def compiled_nodes(target_path: Path, only_incremental: bool = False) -> Iterator[CompiledNode]:
     """The nodes one compile pass rendered, read from its manifest.json."""
-    manifest = json.loads((target_path / "manifest.json").read_text())
+    manifest_file = target_path / "manifest.json"
+    if not manifest_file.exists():
+        raise CompileError(f"{manifest_file} is missing: run the check without --skip-compile")
+    manifest = json.loads(manifest_file.read_text())
     for unique_id, node in sorted(manifest["nodes"].items()):
         if node["resource_type"] not in CHECKED_RESOURCE_TYPES or not node.get("compiled_code"):
+            continue
+        if only_incremental and node["config"].get("materialized") != "incremental":
             continue
         compiled_path = Path(node["compiled_path"]) if node.get("compiled_path") else None
         if compiled_path is None or not compiled_path.is_absolute():
@@ -373,8 +379,13 @@ def dotted_name(tokens: Sequence[Token], index: int) -> str:
     return ".".join(parts).lower()
 
 
-def token_problems(sql: str, tokens: Sequence[Token], functions: frozenset[str]) -> Iterator[tuple[int, str]]:
-    """DuckDB-only syntax, type names and function calls, found in the token stream of `sql`."""
+def token_problems(
+    sql: str, tokens: Sequence[Token], functions: frozenset[str], calls: set[int]
+) -> Iterator[tuple[int, str]]:
+    """DuckDB-only syntax, type names and function calls, found in the token stream of `sql`.
+
+    Adds the offset of every function name it checks to `calls`.
+    """
     not_calls: set[int] = set()  # indexes of names followed by "(" that are types or date parts
 
     def following(index: int, offset: int = 1) -> Token | None:
@@ -390,10 +401,12 @@ def token_problems(sql: str, tokens: Sequence[Token], functions: frozenset[str])
         elif kind == TokenType.ILIKE:
             yield token.line, "ilike is not BigQuery: write lower(x) like lower(pattern)"
         elif kind == TokenType.STAR and after is not None and after.text.lower() == "exclude":
+            not_calls.add(index + 1)
             yield after.line, "`* exclude (...)` is DuckDB: BigQuery writes `* except (...)` (macro star_except())"
         elif kind == TokenType.DISTINCT and after is not None and after.token_type == TokenType.ON:
             yield token.line, "`distinct on` is DuckDB: use qualify row_number() over (...) = 1"
         elif kind == TokenType.FILTER and after is not None and after.token_type == TokenType.L_PAREN:
+            not_calls.add(index)
             yield token.line, "aggregate `filter (where ...)` is not BigQuery: use countif() or if() inside it"
         elif kind == TokenType.INTERVAL and after is not None and after.token_type == TokenType.STRING:
             unit = following(index, 2)
@@ -439,12 +452,21 @@ def token_problems(sql: str, tokens: Sequence[Token], functions: frozenset[str])
                 not_calls.add(index)
         if index in not_calls or text in SYNTAX_WORDS:
             continue
-        name = dotted_name(tokens, index)
-        checked_name = name.removeprefix("safe.")
-        if checked_name not in functions and name not in functions:
-            hint = DUCKDB_HINTS.get(checked_name)
-            message = f"{name}() is not a BigQuery function"
-            yield token.line, f"{message}: use {hint}" if hint else f"{message} (allowlist: ci/bigquery_functions.txt)"
+        calls.add(token.start)
+        message = function_problem(dotted_name(tokens, index), functions)
+        if message:
+            yield token.line, message
+
+
+def function_problem(name: str, functions: frozenset[str]) -> str | None:
+    """Why a call to `name` fails on BigQuery, or None when BigQuery has the function."""
+    name = name.lower()
+    unprefixed = name.removeprefix("safe.")
+    if unprefixed in functions or name in functions:
+        return None
+    hint = DUCKDB_HINTS.get(unprefixed)
+    message = f"{name}() is not a BigQuery function"
+    return f"{message}: use {hint}" if hint else f"{message} (allowlist: ci/bigquery_functions.txt)"
 
 
 def _cast_type_index(tokens: Sequence[Token], open_paren: int) -> int | None:
@@ -498,8 +520,16 @@ def node_line(node: exp.Expression) -> int:
     return 1
 
 
-def tree_problems(tree: exp.Expression) -> Iterator[tuple[int, str]]:
-    """Problems only the parsed tree shows: DATETIME compared with TIMESTAMP."""
+def tree_problems(tree: exp.Expression, functions: frozenset[str], calls: set[int]) -> Iterator[tuple[int, str]]:
+    """Problems in the parsed tree: functions sqlglot does not know (exp.Anonymous) and BigQuery
+    does not have, unless the token pass checked that call already (offsets in `calls`), and
+    DATETIME compared with TIMESTAMP."""
+    for function in tree.find_all(exp.Anonymous):
+        if function.meta.get("start") in calls:
+            continue
+        message = function_problem(function.name, functions)
+        if message:
+            yield int(function.meta.get("line") or node_line(function)), message
     comparisons = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE)
     for node in tree.find_all(*comparisons, exp.Between):
         if isinstance(node, exp.Between):
@@ -526,7 +556,8 @@ def sql_problems(sql: str, functions: frozenset[str]) -> list[tuple[int, str]]:
         tokens = sqlglot.tokenize(sql, read="bigquery")
     except TokenError as error:
         return [(1, f"BigQuery cannot tokenize this SQL: {str(error).splitlines()[0]}")]
-    problems.extend(token_problems(sql, tokens, functions))
+    calls: set[int] = set()
+    problems.extend(token_problems(sql, tokens, functions, calls))
     try:
         trees = sqlglot.parse(sql, read="bigquery")
     except ParseError as error:
@@ -535,7 +566,7 @@ def sql_problems(sql: str, functions: frozenset[str]) -> list[tuple[int, str]]:
         return sorted(set(problems))
     for tree in trees:
         if tree is not None:
-            problems.extend(tree_problems(tree))
+            problems.extend(tree_problems(tree, functions, calls))
     return sorted(set(problems))
 
 
@@ -567,7 +598,7 @@ def check_project(project_dir: Path, target_root: Path, functions: frozenset[str
     checked = 0
     for compile_pass in COMPILE_PASSES:
         suffix = "" if compile_pass is COMPILE_PASSES[0] else f" ({compile_pass.name})"
-        for node in compiled_nodes(target_root / compile_pass.folder):
+        for node in compiled_nodes(target_root / compile_pass.folder, compile_pass.only_incremental):
             checked += 1
             for line, message in sql_problems(node.sql, functions):
                 problems.append(Problem(node.display_path, line, message + suffix))
@@ -603,7 +634,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except CompileError as error:
             print(error, file=sys.stderr)
             return 2
-    problems, checked = check_project(project_dir, target_root, functions)
+    try:
+        problems, checked = check_project(project_dir, target_root, functions)
+    except CompileError as error:
+        print(error, file=sys.stderr)
+        return 2
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} problem(s)" if problems else "no problems"

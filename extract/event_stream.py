@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from dlt.sources import DltResource
 from dlt.sources.filesystem import FileItemDict, filesystem
 
-from extract.arrow_rows import chunked, constant, read_concurrently, stable_prefix, with_row_ids
+from extract.arrow_rows import MIN_CHUNK_ROWS, chunked, constant, read_concurrently, stable_prefix, with_row_ids
 from extract.files import require_bucket
 
 BATCH_FILE_COLUMN = "_batch_file"
@@ -39,14 +39,22 @@ def read_batch_file(file: FileItemDict) -> pa.Table:
     # of two deliveries of an event in one load, keep the one from the earliest batch file
     columns={BATCH_FILE_COLUMN: {"data_type": "text", "dedup_sort": "asc"}},
 )
-def read_event_batches(files: list[FileItemDict]) -> Iterator[pa.Table]:
-    """Yield the micro-batch files of one listing page as a few large Arrow tables."""
-    yield from chunked(read_concurrently(files, read_batch_file))
+def read_event_batches(files: list[FileItemDict], chunk_rows: int = MIN_CHUNK_ROWS) -> Iterator[pa.Table]:
+    """Yield the micro-batch files of one listing page as Arrow tables of at least `chunk_rows` rows."""
+    yield from chunked(read_concurrently(files, read_batch_file), chunk_rows)
 
 
 @dlt.source(name="events")
-def event_stream(bucket_url: str = dlt.config.value, file_glob: str = "**/*.parquet") -> DltResource:
-    """New micro-batch files under `bucket_url` (a folder, file://, s3://, gs://), merged on `event_id`."""
+def event_stream(
+    bucket_url: str = dlt.config.value, file_glob: str = "**/*.parquet", chunk_rows: int = MIN_CHUNK_ROWS
+) -> DltResource:
+    """New micro-batch files under `bucket_url` (a folder, file://, s3://, gs://), merged on `event_id`.
+
+    Args:
+        bucket_url: where the micro-batch files land.
+        file_glob: which files under it are batches.
+        chunk_rows: rows per Arrow table handed to dlt (files are concatenated up to this size).
+    """
     require_bucket("sources.event_stream.bucket_url", bucket_url)
     batches = filesystem(
         bucket_url=bucket_url,
@@ -54,4 +62,4 @@ def event_stream(bucket_url: str = dlt.config.value, file_glob: str = "**/*.parq
         files_per_page=FILES_PER_PAGE,
         incremental=dlt.sources.incremental("modification_date", row_order="asc"),
     )
-    return batches | read_event_batches
+    return batches | read_event_batches(chunk_rows=chunk_rows)

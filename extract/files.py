@@ -3,6 +3,8 @@
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import fsspec
+
 
 class SourceSettingError(ValueError):
     """A source setting is wrong; the message names the setting and what is wrong with it."""
@@ -31,5 +33,14 @@ def require_bucket(setting: str, bucket_url: str) -> None:
     if not bucket_url:
         raise SourceSettingError(setting, "is empty")
     path = local_path(bucket_url)
-    if path is not None and not path.is_dir():
-        raise SourceSettingError(setting, f"= {bucket_url!r}: no such folder")
+    if path is not None:
+        if not path.is_dir():
+            raise SourceSettingError(setting, f"= {bucket_url!r}: no such folder")
+        return
+    protocol = urlsplit(bucket_url).scheme
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError as error:
+        raise SourceSettingError(setting, f"= {bucket_url!r}: unknown protocol {protocol!r}") from error
+    except ImportError as error:
+        raise SourceSettingError(setting, f"= {bucket_url!r}: {error}") from error

@@ -2,8 +2,11 @@
 
 One dlt pipeline per source, each into its own raw dataset (`raw_app`, `raw_events`, `raw_fx`,
 `raw_chargebacks`). Sources are configured in `.dlt/config.toml`, `.dlt/secrets.toml` or
-environment variables (see the README); the demo FX API is started here when its base URL is
-`demo`.
+environment variables (see the README); while `sources.<section>.demo` is true a source reads
+the bundled demo data instead, and the demo FX API is started here for the length of the load.
+
+A load killed part-way leaves its package in the pipeline's folder; the next run finishes it
+before extracting anything new, and dbt's staging models read only rows of completed loads.
 """
 
 import argparse
@@ -17,24 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dlt
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
-from dlt.pipeline.exceptions import PipelineStepFailed
 
-from extract.app_database import app_database
-from extract.bucket_files import bucket_files
-from extract.event_stream import event_stream
-from extract.fx_api import fx_api
+from extract.errors import CONFIG_SECTIONS, ExtractError, explain
+
+__all__ = ["SOURCES", "ExtractError", "SourceLoad", "load_source", "main"]
 
 SOURCES = ("app", "events", "fx", "chargebacks")
-
-
-class ExtractError(RuntimeError):
-    """A source could not be loaded; the message names the source and the reason."""
+STEPS = ("extract", "normalize", "load")
 
 
 @dataclass
 class SourceLoad:
-    """What one source's load did."""
+    """What one source's load did: rows per raw table, load ids, seconds (in total and per dlt step)."""
 
     source: str
     dataset: str
@@ -58,6 +55,11 @@ def duckdb_path() -> str:
     return os.environ.get("ML_FEATURES_DUCKDB_PATH", str(data_dir() / "warehouse.duckdb"))
 
 
+def pipelines_dir() -> Path:
+    """dlt's working folder (state, pending load packages): `<data dir>/.dlt_pipelines`."""
+    return data_dir() / ".dlt_pipelines"
+
+
 def make_destination(name: str) -> object:
     """The dlt destination for `name` (`duckdb` writes the local warehouse file)."""
     if name == "duckdb":
@@ -67,10 +69,6 @@ def make_destination(name: str) -> object:
     if name == "bigquery":
         return dlt.destinations.bigquery()
     raise ExtractError(f"unknown destination {name!r}: use duckdb or bigquery")
-
-
-# each source's dlt config section, and the demo data it reads while `demo = true` in that section
-CONFIG_SECTIONS = {"app": "app_database", "events": "event_stream", "fx": "fx_api", "chargebacks": "bucket_files"}
 
 
 def demo_dir() -> Path:
@@ -84,10 +82,11 @@ def uses_demo(name: str) -> bool:
     return value is None or str(value).lower() in ("true", "1", "yes")
 
 
-def require_demo_file(name: str, path: Path) -> str:
+def require_demo_file(name: str, path: Path) -> Path:
+    """The absolute path of a demo file; ExtractError when the demo was not generated."""
     if not path.exists():
         raise ExtractError(f"{name}: demo data {path} is missing: run `python -m demo.generate --out {demo_dir()}`")
-    return str(path)
+    return path.resolve()
 
 
 @contextmanager
@@ -101,81 +100,103 @@ def source_arguments(name: str) -> Iterator[dict[str, str]]:
     elif name == "app":
         yield {"credentials": f"sqlite:///{require_demo_file(name, demo_dir() / 'app.sqlite')}"}
     elif name == "events":
-        yield {"bucket_url": require_demo_file(name, demo_dir() / "events")}
+        yield {"bucket_url": str(require_demo_file(name, demo_dir() / "events"))}
     elif name == "chargebacks":
-        yield {"bucket_url": require_demo_file(name, demo_dir() / "bucket" / "chargebacks")}
+        yield {"bucket_url": str(require_demo_file(name, demo_dir() / "bucket" / "chargebacks"))}
     else:
         from demo.fx_api_server import FxApiServer
 
         token = secrets.token_urlsafe(16)
-        rates = Path(require_demo_file(name, demo_dir() / "fx_rates.parquet"))
+        rates = require_demo_file(name, demo_dir() / "fx_rates.parquet")
         with FxApiServer(rates, token=token) as server:
             yield {"base_url": server.start(), "token": token}
 
 
 def build_source(name: str, arguments: dict[str, str]) -> dlt.sources.DltSource:
-    """The dlt source object for one of SOURCES; what `arguments` does not set comes from dlt's config."""
+    """The dlt source object for one of SOURCES; what `arguments` does not set comes from dlt's config.
+
+    Each source's module is imported here, when it is loaded: the CLI starts faster for one source.
+    """
     if name == "app":
+        from extract.app_database import app_database
+
         return app_database(**arguments)
     if name == "events":
+        from extract.event_stream import event_stream
+
         return event_stream(**arguments)
     if name == "fx":
+        from extract.fx_api import fx_api
+
         return fx_api(**arguments)
+    from extract.bucket_files import bucket_files
+
     return bucket_files(**arguments)
 
 
-def explain(source: str, error: Exception) -> str:
-    """One line naming the source and what is wrong, instead of a stack trace."""
-    if isinstance(error, ConfigFieldMissingException):
-        missing = ", ".join(error.fields)
-        return f"{source}: missing setting(s) {missing}: set them in .dlt/config.toml, .dlt/secrets.toml or env"
-    cause: BaseException = error
-    while cause.__cause__ is not None and not isinstance(cause.__cause__, StopIteration | GeneratorExit):
-        cause = cause.__cause__
-    first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    return f"{source}: {type(cause).__name__}: {first_line}"
+def make_pipeline(name: str, destination_name: str) -> dlt.Pipeline:
+    """The source's dlt pipeline, writing to the dataset `raw_<name>`."""
+    return dlt.pipeline(
+        pipeline_name=f"ml_features_{name}",
+        destination=make_destination(destination_name),
+        dataset_name=f"raw_{name}",
+        pipelines_dir=str(pipelines_dir()),
+    )
+
+
+def step_seconds(pipeline: dlt.Pipeline) -> dict[str, float]:
+    """Seconds dlt spent in each step of the last run."""
+    trace = pipeline.last_trace
+    return {
+        step.step: (step.finished_at - step.started_at).total_seconds()
+        for step in (trace.steps if trace else [])
+        if step.step in STEPS and step.finished_at is not None
+    }
 
 
 def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
-    """Extract, normalize and load one source; raise ExtractError with a one-line reason."""
+    """Extract, normalize and load one source; raise ExtractError with a one-line reason.
+
+    A package a killed run left behind is loaded first (dlt's `run` does that), then new data.
+    """
     if name not in SOURCES:
         raise ExtractError(f"unknown source {name!r}: choose from {', '.join(SOURCES)}")
     started = time.perf_counter()
-    dataset = f"raw_{name}"
-    pipeline = dlt.pipeline(
-        pipeline_name=f"ml_features_{name}",
-        destination=make_destination(destination_name),
-        dataset_name=dataset,
-        pipelines_dir=str(data_dir() / ".dlt_pipelines"),
-    )
+    pipeline = make_pipeline(name, destination_name)
     try:
         with source_arguments(name) as arguments:
-            source = build_source(name, arguments)
-            info = pipeline.run(source)
-    except (ConfigFieldMissingException, PipelineStepFailed, OSError, ValueError) as error:
+            info = pipeline.run(build_source(name, arguments))
+    except ExtractError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line naming the source
         raise ExtractError(explain(name, error)) from error
+    normalized = pipeline.last_trace.last_normalize_info
     rows = {
         table: count
-        for table, count in pipeline.last_trace.last_normalize_info.row_counts.items()
+        for table, count in (normalized.row_counts.items() if normalized else [])
         if not table.startswith("_dlt")
     }
-    steps = {
-        step.step: (step.finished_at - step.started_at).total_seconds()
-        for step in pipeline.last_trace.steps
-        if step.finished_at is not None and step.step in ("extract", "normalize", "load")
-    }
-    return SourceLoad(name, dataset, rows, list(info.loads_ids), time.perf_counter() - started, steps)
+    seconds = time.perf_counter() - started
+    return SourceLoad(name, pipeline.dataset_name, rows, list(info.loads_ids), seconds, step_seconds(pipeline))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extract", description=__doc__.splitlines()[0])
     parser.add_argument("--sources", default=",".join(SOURCES), help="comma-separated, default: all")
     parser.add_argument("--destination", default="duckdb", choices=("duckdb", "bigquery"))
+    parser.add_argument("--debug", action="store_true", help="on failure, show the full traceback")
     args = parser.parse_args(argv)
-    for name in args.sources.split(","):
+    names = [name.strip() for name in args.sources.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SOURCES]
+    if unknown:
+        print(f"extract failed: unknown source {unknown[0]!r}: choose from {', '.join(SOURCES)}", file=sys.stderr)
+        return 1
+    for name in names:
         try:
-            load = load_source(name.strip(), args.destination)
+            load = load_source(name, args.destination)
         except ExtractError as error:
+            if args.debug:
+                raise
             print(f"extract failed: {error}", file=sys.stderr)
             return 1
         print(f"[extract] {load.describe()}", flush=True)

@@ -8,9 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pipeline.console import plain
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -24,9 +27,14 @@ class DbtSummary:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
     node_results: list[dict[str, object]] = field(default_factory=list)
+    output_tail: str = ""
+    elapsed: float = 0.0
 
     def count(self, resource_type: str, *statuses: str) -> int:
         return sum(n for (kind, status), n in self.counts.items() if kind == resource_type and status in statuses)
+
+    def failed_nodes(self) -> list[dict[str, object]]:
+        return [node for node in self.node_results if node["status"] in ("error", "fail", "runtime error")]
 
 
 def target_path() -> Path:
@@ -34,29 +42,62 @@ def target_path() -> Path:
     return Path(os.environ.get("DBT_TARGET_PATH", PROJECT_DIR / "target"))
 
 
-def run_dbt(
-    args: list[str],
-    target: str | None = None,
-    dbt_vars: dict[str, object] | None = None,
-    quiet: bool = False,
-) -> DbtSummary:
-    """Run `dbt <args>` against this project and summarise what it did."""
+def dbt_command(args: list[str], target: str | None, dbt_vars: dict[str, object] | None) -> list[str]:
     command = [str(Path(sys.executable).parent / "dbt"), *args]
     command += ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
     if target:
         command += ["--target", target]
     if dbt_vars:
         command += ["--vars", json.dumps(dbt_vars)]
+    return command
+
+
+def stream_output(command: list[str], on_line: Callable[[str], None]) -> tuple[int, str]:
+    """Run `command`, pass each output line (without colours) to `on_line`; (exit code, last lines)."""
+    tail: deque[str] = deque(maxlen=60)
+    environment = {**os.environ, "DBT_USE_COLORS": "false"}
+    with subprocess.Popen(
+        command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            line = plain(line.rstrip())
+            tail.append(line)
+            on_line(line)
+    return process.returncode, "\n".join(tail)
+
+
+def run_dbt(
+    args: list[str],
+    target: str | None = None,
+    dbt_vars: dict[str, object] | None = None,
+    quiet: bool = False,
+    on_line: Callable[[str], None] | None = None,
+) -> DbtSummary:
+    """Run `dbt <args>` against this project and summarise what it did.
+
+    Output goes to the terminal, or nowhere with `quiet`, or line by line to `on_line`.
+    """
+    command = dbt_command(args, target, dbt_vars)
     results_file = target_path() / "run_results.json"
     results_file.unlink(missing_ok=True)
-    completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=quiet, text=True, check=False)
-    summary = DbtSummary(success=completed.returncode == 0)
+    if on_line is not None:
+        returncode, output = stream_output(command, on_line)
+    else:
+        completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=quiet, text=True, check=False)
+        returncode, output = completed.returncode, plain((completed.stdout or "") + (completed.stderr or ""))
+    summary = DbtSummary(success=returncode == 0, output_tail=output[-4000:])
     if not results_file.exists():
-        output = (completed.stdout or "") + (completed.stderr or "")
-        summary.failures.append(f"dbt {args[0]} wrote no results (exit {completed.returncode}) {output[-2000:]}")
+        summary.failures.append(f"dbt {args[0]} wrote no results (exit {returncode}) {output[-2000:]}")
         return summary
-    run_results = json.loads(results_file.read_text())
+    summarise(json.loads(results_file.read_text()), summary)
+    return summary
+
+
+def summarise(run_results: dict, summary: DbtSummary) -> None:
+    """Fill `summary` from a run_results.json document."""
     summary.invocation_id = run_results["metadata"]["invocation_id"]
+    summary.elapsed = run_results.get("elapsed_time") or 0.0
     for result in run_results["results"]:
         resource_type = result["unique_id"].split(".")[0]
         summary.counts[(resource_type, result["status"])] += 1
@@ -68,9 +109,9 @@ def run_dbt(
                 "status": result["status"],
                 "seconds": result.get("execution_time") or 0.0,
                 "failures": result.get("failures") or 0,
-                "message": result.get("message") or "",
+                "message": plain(result.get("message") or ""),
+                "relation_name": result.get("relation_name"),
             }
         )
-        if result["status"] in ("error", "fail"):
-            summary.failures.append(f"{result['unique_id']}: {result['status']}: {result.get('message') or ''}")
-    return summary
+        if result["status"] in ("error", "fail", "runtime error"):
+            summary.failures.append(f"{result['unique_id']}: {result['status']}: {plain(result.get('message') or '')}")

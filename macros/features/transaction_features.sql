@@ -1,10 +1,11 @@
 {#-
     transaction_features(windowed): the final feature row for every row of `windowed` (a relation
     or CTE shaped like int_transactions_windowed): the user's attributes as of the transaction,
-    the preprocessing parameters fitted on the training window applied, and the label.
+    the preprocessing parameters fitted on the training window applied (`parameters`, default
+    ref('preprocessing_parameters')), and the label.
     Used by fct_transaction_features (batch) and realtime_transaction_features (speed layer).
 -#}
-{% macro transaction_features(windowed) %}
+{% macro transaction_features(windowed, parameters=none) %}
     select
         ---------- ids and time
         windowed.transaction_id,
@@ -65,5 +66,5 @@
             and (windowed.created_at < users_history.dbt_valid_to or users_history.dbt_valid_to is null)
     left join {{ ref('int_transaction_labels') }} as labels
         on windowed.transaction_id = labels.transaction_id
-    cross join {{ ref('preprocessing_parameters') }} as parameters
+    cross join {{ parameters or ref('preprocessing_parameters') }} as parameters
 {% endmacro %}

@@ -1,11 +1,12 @@
 -- one row per valid transaction, fresh to the last dlt load (lambda architecture):
---   batch layer: fct_transaction_features up to the last full day it was built for;
+--   batch layer: the published fct_transaction_features (see macros/publish.sql) up to the last
+--   day it was built for;
 --   speed layer: transactions from that last (possibly partial) built day onward, computed at
 --   query time from the cleaning views with the same macros as the batch layer.
 with
 
 batch as (
-    select * from {{ ref('fct_transaction_features') }}
+    select * from {{ published_relation('fct_transaction_features') }}
 ),
 
 batch_cutoff as (
@@ -37,7 +38,7 @@ speed_windowed as (
 ),
 
 speed as (
-    {{ transaction_features('speed_windowed') }}
+    {{ transaction_features('speed_windowed', published_relation('preprocessing_parameters')) }}
 ),
 
 batch_before_cutoff as (

@@ -1,0 +1,147 @@
+{#-
+    Write-audit-publish for the gold layer.
+
+    dbt builds the gold tables (models with meta.publish) in the `marts_audit` schema and tests
+    them there. This on-run-end hook then copies all of them to `marts`, the schema consumers
+    read, in one transaction, but only when the invocation built every one of them and no node
+    failed (error-severity tests; warnings do not block). A reader of `marts` sees the previous
+    good version or the new one, never a mix and never a table that failed its tests.
+    Every decision is appended to monitoring.publish_log with its reason.
+
+    `dbt run-operation publish_gold_now` publishes the audited tables without a build (after
+    checking them by hand, for instance).
+-#}
+{% macro publish_gold(results) %}
+    {% if not execute or flags.WHICH not in ('build', 'run', 'test', 'seed', 'snapshot') %}
+        {{ return('') }}
+    {% endif %}
+    {% set gold = gold_models() %}
+    {% set built = [] %}
+    {% set failed = [] %}
+    {% for result in results %}
+        {% if result.status in ('error', 'fail', 'runtime error') %}
+            {% do failed.append(result.node.name ~ ' (' ~ result.status ~ ')') %}
+        {% elif result.node.unique_id in gold and result.status == 'success' %}
+            {% do built.append(result.node.name) %}
+        {% endif %}
+    {% endfor %}
+    {% if not built and not failed %}
+        {{ return('') }}
+    {% endif %}
+    {% if failed %}
+        {% set reason = 'not published: ' ~ failed | length ~ ' node(s) failed: ' ~ failed | join(', ') %}
+        {% do record_publish('not_published', reason, built) %}
+    {% elif flags.WHICH != 'build' %}
+        {% do record_publish('not_published', 'not published: only `dbt build` runs the tests that audit a publish', built) %}
+    {% elif built | length < gold | length %}
+        {% set reason = 'not published: this build built ' ~ built | length ~ ' of the ' ~ gold | length
+            ~ ' gold models; build them all to publish' %}
+        {% do record_publish('not_published', reason, built) %}
+    {% else %}
+        {% do publish_tables(gold.values() | list) %}
+        {% do record_publish('published', 'published ' ~ gold | length ~ ' gold models', built) %}
+    {% endif %}
+    {{ return('') }}
+{% endmacro %}
+
+
+{#- unique_id -> model node, for every enabled model marked meta.publish -#}
+{% macro gold_models() %}
+    {% set gold = {} %}
+    {% for node in graph.nodes.values() %}
+        {% if node.resource_type == 'model' and node.config.meta.get('publish') %}
+            {% do gold.update({node.unique_id: node}) %}
+        {% endif %}
+    {% endfor %}
+    {{ return(gold) }}
+{% endmacro %}
+
+
+{% macro published_schema() %}
+    {{ return('marts') }}
+{% endmacro %}
+
+
+{#-
+    the published copy of a gold model: what consumers (and the realtime view) read. Before the
+    first publish it is created empty with the audited table's columns, so a view over it can be
+    created; "nothing published yet" then reads as no rows, never as unaudited ones.
+-#}
+{% macro published_relation(model_name) %}
+    {% set audited = ref(model_name) %}
+    {% set published = audited.incorporate(path={'schema': published_schema()}) %}
+    {#- without introspection (the BigQuery compile check in CI) there is no warehouse to create it in -#}
+    {% if execute and flags.INTROSPECT
+        and adapter.get_relation(published.database, published.schema, published.identifier) is none %}
+        {% do run_query('create schema if not exists ' ~ published_schema()) %}
+        {% do run_query('create table if not exists ' ~ published ~ ' as select * from ' ~ audited ~ ' where 1 = 0') %}
+    {% endif %}
+    {{ return(published) }}
+{% endmacro %}
+
+
+{#-
+    own_transaction: true in the on-run-end hook (no transaction is open there); false under
+    `dbt run-operation`, where dbt has begun a transaction that publish_gold_now commits.
+-#}
+{% macro publish_tables(nodes, own_transaction=true) %}
+    {{ return(adapter.dispatch('publish_tables', 'ml_features')(nodes, own_transaction)) }}
+{% endmacro %}
+
+{#- DuckDB: one transaction replaces every published table (DDL is transactional) -#}
+{% macro default__publish_tables(nodes, own_transaction) %}
+    {% set statements = ['begin transaction'] if own_transaction else [] %}
+    {% do statements.append('create schema if not exists ' ~ published_schema()) %}
+    {% for node in nodes %}
+        {% set audited = adapter.get_relation(node.database, node.schema, node.alias) %}
+        {% do statements.append('create or replace table ' ~ published_schema() ~ '.' ~ node.alias
+            ~ ' as select * from ' ~ audited) %}
+    {% endfor %}
+    {% if own_transaction %}
+        {% do statements.append('commit') %}
+    {% endif %}
+    {% do run_query(statements | join(';\n')) %}
+{% endmacro %}
+
+{#- BigQuery: a multi-statement transaction of table copies into the published dataset -#}
+{% macro bigquery__publish_tables(nodes, own_transaction) %}
+    {% set statements = ['begin transaction'] %}
+    {% for node in nodes %}
+        {% do statements.append('create or replace table `' ~ node.database ~ '.' ~ published_schema() ~ '.'
+            ~ node.alias ~ '` copy `' ~ node.database ~ '.' ~ node.schema ~ '.' ~ node.alias ~ '`') %}
+    {% endfor %}
+    {% do statements.append('commit transaction') %}
+    {% do run_query(statements | join(';\n')) %}
+{% endmacro %}
+
+
+{% macro record_publish(status, reason, built) %}
+    {% do log(reason, info=true) %}
+    {% set sql %}
+        create schema if not exists monitoring;
+        create table if not exists monitoring.publish_log (
+            invocation_id {{ dbt.type_string() }},
+            logged_at {{ dbt.type_timestamp() }},
+            status {{ dbt.type_string() }},
+            reason {{ dbt.type_string() }},
+            built_models {{ dbt.type_string() }}
+        );
+        insert into monitoring.publish_log values (
+            '{{ invocation_id }}',
+            {{ dbt.current_timestamp() }},
+            '{{ status }}',
+            '{{ reason | replace("'", "''") }}',
+            '{{ built | join(",") }}'
+        )
+    {% endset %}
+    {% do run_query(sql) %}
+{% endmacro %}
+
+
+{% macro publish_gold_now() %}
+    {% set gold = gold_models() %}
+    {% do publish_tables(gold.values() | list, own_transaction=false) %}
+    {% do record_publish('published', 'published ' ~ gold | length ~ ' gold models by run-operation', []) %}
+    {#- run-operation does not commit on its own: this commit makes the whole publish visible at once -#}
+    {% do run_query('commit') %}
+{% endmacro %}

@@ -1,0 +1,269 @@
+"""Questions the pipeline asks the warehouse about itself: what is new since the last build, how
+fresh each source is, how many rows each relation holds, how the recent runs went."""
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from extract.load import SOURCES
+from pipeline.dbt_runner import target_path
+from pipeline.run_log import ModelRows
+from pipeline.warehouse import relation_exists, tables_in
+
+FIRST_DAY = dt.date(1970, 1, 1)
+# the staging rows that feed the day-partitioned models, and the day each row lands on
+AFFECTED_DAYS = {
+    "app": ("staging", "stg_app__transactions", "cast(created_at as date)"),
+    "events": ("staging", "stg_events__events", "cast(occurred_at as date)"),
+    "fx": ("staging", "stg_fx__rates", "rate_date"),
+}
+DAY_PARTITIONED = ("intermediate", "int_transactions_windowed")
+PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def has_monitoring(connection: duckdb.DuckDBPyConnection) -> bool:
+    return relation_exists(connection, "monitoring", "pipeline_runs")
+
+
+def last_successful_build(
+    connection: duckdb.DuckDBPyConnection, target: str, run_date: dt.date | None = None
+) -> tuple[str, dt.datetime] | None:
+    """(run id, start) of the latest successful build stage for `target` (and `run_date` when given)."""
+    if not has_monitoring(connection):
+        return None
+    rows = connection.execute(
+        """
+        select runs.run_id, stages.started_at
+        from monitoring.pipeline_stage_runs as stages
+        inner join monitoring.pipeline_runs as runs on stages.run_id = runs.run_id
+        where stages.stage = 'build' and stages.status = 'success' and runs.target = ?
+            and (cast(? as date) is null or runs.run_date = ?)
+        order by stages.started_at desc
+        limit 1
+        """,
+        [target, run_date, run_date],
+    ).fetchall()
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+def completed_loads(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None = None) -> dict[str, list[str]]:
+    """Completed dlt load ids per source, only those finished after `since` when given."""
+    loads: dict[str, list[str]] = {}
+    for source in SOURCES:
+        if not relation_exists(connection, f"raw_{source}", "_dlt_loads"):
+            continue
+        rows = connection.execute(
+            f"select load_id from raw_{source}._dlt_loads where status = 0 "
+            "and (cast(? as timestamp) is null or cast(inserted_at as timestamp) > ?) order by load_id",
+            [since, since],
+        ).fetchall()
+        loads[source] = [load_id for (load_id,) in rows]
+    return loads
+
+
+def latest_load_at(connection: duckdb.DuckDBPyConnection) -> dt.datetime | None:
+    """When the newest completed dlt load of any source finished (UTC)."""
+    latest = None
+    for source in SOURCES:
+        if relation_exists(connection, f"raw_{source}", "_dlt_loads"):
+            [(value,)] = connection.sql(
+                f"select max(cast(inserted_at as timestamp)) from raw_{source}._dlt_loads where status = 0"
+            ).fetchall()
+            latest = max(filter(None, [latest, value]), default=None)
+    return latest
+
+
+def first_affected_day(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> dt.date | None:
+    """The earliest day with rows in loads finished after `since` (every load when None).
+
+    FIRST_DAY when the day-partitioned models or the staging views do not exist yet: a first build
+    builds every day there is.
+    """
+    if not relation_exists(connection, *DAY_PARTITIONED):
+        return FIRST_DAY
+    new_loads = completed_loads(connection, since)
+    days: list[dt.date] = []
+    for source, (schema, view, day) in AFFECTED_DAYS.items():
+        load_ids = new_loads.get(source) or []
+        if not load_ids:
+            continue
+        if not relation_exists(connection, schema, view):
+            return FIRST_DAY
+        [(first,)] = connection.execute(
+            f"select min({day}) from {schema}.{view} where source_load_id in (select unnest(?))", [load_ids]
+        ).fetchall()
+        days += [first] if first else []
+    return min(days, default=None)
+
+
+@dataclass
+class Freshness:
+    """How long ago dlt last loaded rows of a source, against the source's dbt freshness thresholds."""
+
+    source: str
+    rows: int
+    last_rows_loaded_at: dt.datetime | None
+    last_load_at: dt.datetime | None
+    lag_seconds: float | None
+    warn_after: float | None
+    error_after: float | None
+
+    @property
+    def state(self) -> str:
+        if self.lag_seconds is None:
+            return "never loaded"
+        if self.error_after and self.lag_seconds > self.error_after:
+            return "error"
+        if self.warn_after and self.lag_seconds > self.warn_after:
+            return "warn"
+        return "ok"
+
+
+def read_manifest() -> dict:
+    path = Path(target_path()) / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def freshness_thresholds(manifest: dict) -> dict[str, tuple[float | None, float | None]]:
+    """(warn_after, error_after) seconds per source from dbt's source freshness config."""
+
+    def seconds(rule: dict | None) -> float | None:
+        if not rule or not rule.get("count") or rule.get("period") not in PERIOD_SECONDS:
+            return None
+        return float(rule["count"] * PERIOD_SECONDS[rule["period"]])
+
+    thresholds: dict[str, tuple[float | None, float | None]] = {}
+    for node in manifest.get("sources", {}).values():
+        rule = node.get("freshness") or (node.get("config") or {}).get("freshness") or {}
+        if rule and node["source_name"] not in thresholds:
+            thresholds[node["source_name"]] = (seconds(rule.get("warn_after")), seconds(rule.get("error_after")))
+    return thresholds
+
+
+def source_freshness(connection: duckdb.DuckDBPyConnection, now: dt.datetime) -> list[Freshness]:
+    """Each source's row count and time since dlt last loaded rows (the same clock as `dbt source freshness`)."""
+    thresholds = freshness_thresholds(read_manifest())
+    result = []
+    for source in SOURCES:
+        schema = f"raw_{source}"
+        tables = [name for name in tables_in(connection, schema) if not name.startswith("_dlt")]
+        rows, newest, last_load = 0, None, None
+        for table in tables:
+            [(count, load_id)] = connection.sql(
+                f"select count(*), max(_dlt_load_id) from {schema}.{table} "
+                f"where _dlt_load_id in (select load_id from {schema}._dlt_loads where status = 0)"
+            ).fetchall()
+            rows += count
+            newest = max(filter(None, [newest, load_id]), default=None)
+        if tables:
+            [(last_load,)] = connection.sql(
+                f"select max(cast(inserted_at as timestamp)) from {schema}._dlt_loads where status = 0"
+            ).fetchall()
+        loaded_at = dt.datetime.fromtimestamp(float(newest), dt.UTC).replace(tzinfo=None) if newest else None
+        lag = (now - loaded_at).total_seconds() if loaded_at else None
+        warn, error = thresholds.get(source, (None, None))
+        result.append(Freshness(source, rows, loaded_at, last_load, lag, warn, error))
+    return result
+
+
+def count_rows(connection: duckdb.DuckDBPyConnection, relation: str) -> int | None:
+    try:
+        [(rows,)] = connection.sql(f"select count(*) from {relation}").fetchall()
+    except duckdb.Error:
+        return None
+    return int(rows)
+
+
+def model_row_counts(
+    connection: duckdb.DuckDBPyConnection, node_results: list[dict[str, object]], manifest: dict
+) -> list[ModelRows]:
+    """Rows of every relation the build made (rows_out) and of its direct parents (rows_in).
+
+    DuckDB's run_results.json carries no row counts for models, so each relation is counted once.
+    """
+    nodes = {**manifest.get("nodes", {}), **manifest.get("sources", {})}
+    counted: dict[str, int | None] = {}
+
+    def rows_of(unique_id: str) -> int | None:
+        if unique_id not in counted:
+            relation = (nodes.get(unique_id) or {}).get("relation_name")
+            counted[unique_id] = count_rows(connection, relation) if relation else None
+        return counted[unique_id]
+
+    result = []
+    for node in node_results:
+        unique_id = str(node["unique_id"])
+        if node["resource_type"] not in ("model", "snapshot", "seed") or node["status"] != "success":
+            continue
+        definition = nodes.get(unique_id, {})
+        fqn = definition.get("fqn") or []
+        layer = fqn[1] if node["resource_type"] == "model" and len(fqn) > 2 else str(node["resource_type"])
+        parents = [rows_of(parent) for parent in definition.get("depends_on", {}).get("nodes", [])]
+        known = [rows for rows in parents if rows is not None]
+        result.append(
+            ModelRows(
+                unique_id=unique_id,
+                name=unique_id.split(".")[-1],
+                layer=layer,
+                resource_type=str(node["resource_type"]),
+                materialized=str((definition.get("config") or {}).get("materialized", "")),
+                relation_name=str(node.get("relation_name") or definition.get("relation_name") or ""),
+                rows_in=sum(known) if known else None,
+                rows_out=rows_of(unique_id),
+            )
+        )
+    return result
+
+
+def quarantine_counts(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    """Rejected rows by source table and rule."""
+    if not relation_exists(connection, "intermediate", "int_quarantined_rows"):
+        return []
+    return connection.sql(
+        "select source_table, rejection_rule, count(*) from intermediate.int_quarantined_rows group by all order by all"
+    ).fetchall()
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    command: str
+    target: str
+    run_date: dt.date
+    started_at: dt.datetime
+    seconds: float
+    status: str
+    message: str
+    rows_loaded: int | None
+    tests_passed: int
+    tests_failed: int
+
+
+def recent_runs(connection: duckdb.DuckDBPyConnection, limit: int = 10) -> list[RunRow]:
+    """The latest runs, newest first, with rows loaded and dbt test results."""
+    if not has_monitoring(connection):
+        return []
+    rows = connection.execute(
+        """
+        select
+            runs.run_id, runs.command, runs.target, runs.run_date, runs.started_at,
+            coalesce(runs.seconds, epoch(runs.ended_at - runs.started_at)), runs.status, coalesce(runs.message, ''),
+            coalesce(runs.rows_loaded, (select sum(rows_loaded) from monitoring.source_rows as s
+                                        where s.run_id = runs.run_id)),
+            (select count(*) from monitoring.dbt_node_results as n
+             where n.run_id = runs.run_id and n.resource_type = 'test' and n.status = 'pass'),
+            (select count(*) from monitoring.dbt_node_results as n
+             where n.run_id = runs.run_id and n.resource_type = 'test' and n.status in ('fail', 'error'))
+        from monitoring.pipeline_runs as runs
+        order by runs.started_at desc
+        limit ?
+        """,
+        [limit],
+    ).fetchall()
+    return [RunRow(*row) for row in rows]

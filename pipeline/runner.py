@@ -1,0 +1,156 @@
+"""One pipeline run: the stages in order, then the run log, alerts, metrics, report and a summary.
+
+Exit codes: 0 success or nothing to do, 1 failed, 3 succeeded but alerts are open and `--strict`.
+"""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from extract.load import duckdb_path
+from pipeline.alerts import Alert, evaluate, log_alerts, record
+from pipeline.console import log, seconds
+from pipeline.metrics import render, write_metrics
+from pipeline.monitoring import Freshness, source_freshness
+from pipeline.report import write_report
+from pipeline.retry import GaveUp, RetryPolicy
+from pipeline.run_log import RunRecord, ensure_schema, utc_now, write_run
+from pipeline.stages import (
+    RunOptions,
+    StageFailed,
+    build_stage,
+    export_stage,
+    extract_stage,
+    nothing_new,
+    run_stage,
+    train_stage,
+)
+from pipeline.warehouse import WarehouseLocked, connect
+
+EXIT_OK, EXIT_FAILED, EXIT_ALERTS = 0, 1, 3
+
+
+@dataclass
+class RunOutcome:
+    run: RunRecord
+    alerts: list[Alert] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+    report: Path | None = None
+    metrics: Path | None = None
+
+
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def prepare_warehouse(policy: RetryPolicy) -> None:
+    """Wait for the warehouse lock (with retries) and create the monitoring schema."""
+    with connect(duckdb_path(), policy=policy, prefix="[run] ") as connection:
+        ensure_schema(connection)
+
+
+def run_stages(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> None:
+    if options.on_duckdb:
+        prepare_warehouse(policy)
+    if not options.skip_extract:
+        run_stage(run, "extract", extract_stage(run, options, policy))
+        reason = nothing_new(run, options, policy)
+        if reason:
+            run.status, run.message = "skipped", reason
+            return
+    if not options.skip_build:
+        run_stage(run, "build", build_stage(run, options, policy))
+    if options.on_duckdb and not options.skip_export:
+        run_stage(run, "export", export_stage(run, options, policy))
+    if options.on_duckdb and not options.skip_train:
+        run_stage(run, "train", train_stage(options))
+    run.status = "success"
+
+
+def execute_run(options: RunOptions, policy: RetryPolicy | None = None) -> RunOutcome:
+    """Run the stages `options` asks for, record the run and say how it went."""
+    policy = policy or RetryPolicy.from_env()
+    run = RunRecord(command=options.command, target=options.target, run_date=options.run_date or utc_today())
+    locked = False
+    log(f"[run] {run.command} {run.run_id}: target {run.target}, run_date {run.run_date}")
+    try:
+        run_stages(run, options, policy)
+    except (StageFailed, GaveUp) as error:
+        run.status, run.message = "failed", str(error)
+    except WarehouseLocked as error:
+        run.status, run.message, locked = "failed", str(error), True
+    finally:
+        run.ended_at = utc_now()
+    return finish(run, options, RetryPolicy(attempts=1) if locked else policy)
+
+
+def monitor(run: RunRecord, options: RunOptions, policy: RetryPolicy, outcome: RunOutcome) -> None:
+    """Record the run, evaluate alerts, write the metrics file and the report."""
+    now = utc_now()
+    freshness: list[Freshness] = []
+    resolved: list[Alert] = []
+    metrics_text = None
+    if options.on_duckdb and write_run(duckdb_path(), run, policy):
+        try:
+            with connect(duckdb_path(), policy=policy, prefix="[monitoring] ") as connection:
+                outcome.alerts, resolved = record(connection, run, evaluate(connection, run, now), now)
+                freshness = source_freshness(connection, now)
+                metrics_text = render(run, connection, freshness, outcome.alerts, now)
+        except WarehouseLocked as error:
+            log(f"[monitoring] alerts not evaluated: {error}")
+        if options.report:
+            outcome.report = write_report(duckdb_path(), policy)
+    outcome.metrics = write_metrics(metrics_text or render(run, None, freshness, outcome.alerts, now))
+    log_alerts(outcome.alerts, resolved)
+
+
+def finish(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> RunOutcome:
+    outcome = RunOutcome(run)
+    print_summary(run)
+    monitor(run, options, policy, outcome)
+    outputs = [f"metrics {outcome.metrics}"] + ([f"report {outcome.report}"] if outcome.report else [])
+    log(f"  {'; '.join(outputs)}")
+    if run.status == "failed":
+        outcome.exit_code = EXIT_FAILED
+    elif options.strict and outcome.alerts:
+        log(f"--strict: {len(outcome.alerts)} open alert(s): exit {EXIT_ALERTS}")
+        outcome.exit_code = EXIT_ALERTS
+    return outcome
+
+
+def stage_note(run: RunRecord, name: str) -> str:
+    stage = run.stage(name)
+    if stage is None:
+        return ""
+    detail = stage.detail
+    if name == "extract":
+        by_source: dict[str, int] = {}
+        for source, _, rows in run.source_rows:
+            by_source[source] = by_source.get(source, 0) + rows
+        return ", ".join(f"{source} {rows:,}" for source, rows in by_source.items())
+    if name == "build" and "models" in detail:
+        return (
+            f"{detail['models']} models, tests {detail['tests_passed']} passed, {detail['tests_warned']} warned, "
+            f"{detail['tests_failed']} failed"
+        )
+    if name == "export" and "version" in detail:
+        return f"version {detail['version']}{' (reused)' if detail.get('reused') else ''}"
+    if name == "train" and "roc_auc" in detail:
+        return f"validation ROC AUC {float(detail['roc_auc']):.3f}, PR AUC {float(detail['pr_auc']):.3f}"  # type: ignore[arg-type]
+    return ""
+
+
+def print_summary(run: RunRecord) -> None:
+    log(
+        f"\n==== {run.command} {run.run_id}  target {run.target}  run_date {run.run_date}: {run.status.upper()} "
+        f"in {seconds(run.seconds)} ===="
+    )
+    for stage in run.stages:
+        log(
+            f"  {stage.stage:<8} {stage.status:<8} {seconds(stage.seconds):>10}  rows in {stage.rows_in:>10,}  "
+            f"out {stage.rows_out:>10,}  {stage_note(run, stage.stage)}"
+        )
+    if run.dbt_invocation_id:
+        log(f"  dbt invocation {run.dbt_invocation_id} built on {len(run.loads)} new dlt load(s) of this run")
+    if run.message:
+        log(run.message)

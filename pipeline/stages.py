@@ -1,0 +1,307 @@
+"""The stages of a run: extract (dlt) -> build (dbt) -> export -> train, each timed and recorded.
+
+A stage that fails for a transient reason is retried (pipeline/retry.py); one that fails for a
+data or configuration reason raises StageFailed with a message a person can act on, and the run
+stops there.
+"""
+
+import datetime as dt
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from extract.load import SOURCES, ExtractError, SourceLoad, duckdb_path, load_source
+from pipeline.console import first_line, log, seconds
+from pipeline.dbt_runner import DbtSummary, run_dbt
+from pipeline.export import Manifest, export_training_set
+from pipeline.monitoring import (
+    first_affected_day,
+    last_successful_build,
+    latest_load_at,
+    model_row_counts,
+    quarantine_counts,
+    read_manifest,
+)
+from pipeline.retry import LOCK_MESSAGE, GaveUp, RetryPolicy, TransientError, describe_lock, retrying
+from pipeline.run_log import RunRecord, StageRecord, utc_now
+from pipeline.train import TrainingError, TrainingResult, train
+from pipeline.warehouse import connect
+
+DBT_PROGRESS = re.compile(r"\b(\d+) of (\d+) (OK|PASS|WARN|ERROR|FAIL|SKIP)\b(.*)")
+PROGRESS_EVERY = 5.0
+
+
+class StageFailed(RuntimeError):
+    """A stage failed for a reason the message gives; the run stops there."""
+
+
+class StageSkipped(Exception):
+    """A stage had nothing it could do (the message says why); the run goes on."""
+
+
+@dataclass
+class RunOptions:
+    """What one run does; `run_date` None means today (UTC) and lets dbt pick the days to rebuild."""
+
+    command: str = "run"
+    run_date: dt.date | None = None
+    target: str = "dev"
+    sources: tuple[str, ...] = SOURCES
+    skip_extract: bool = False
+    skip_build: bool = False
+    skip_export: bool = False
+    skip_train: bool = False
+    full_refresh: bool = False
+    force: bool = False
+    strict: bool = False
+    report: bool = True
+    results: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def on_duckdb(self) -> bool:
+        return self.target != "bigquery"
+
+
+def run_stage(run: RunRecord, name: str, action: Callable[[StageRecord], None]) -> StageRecord:
+    """Run one stage, time it, record it, and print its progress line."""
+    stage = StageRecord(stage=name, started_at=utc_now(), ended_at=utc_now(), status="running")
+    run.stages.append(stage)
+    log(f"[{name}] started")
+    try:
+        action(stage)
+        stage.status = "success"
+    except StageSkipped as reason:
+        stage.status = "skipped"
+        stage.detail["reason"] = str(reason)
+        log(f"[{name}] skipped: {reason}")
+    except BaseException:
+        stage.status = "failed"
+        raise
+    finally:
+        stage.ended_at = utc_now()
+        retried = f", {stage.retries} retr{'y' if stage.retries == 1 else 'ies'}" if stage.retries else ""
+        log(
+            f"[{name}] {stage.status} in {seconds(stage.seconds)} (rows in {stage.rows_in:,}, out {stage.rows_out:,}"
+            f"{retried})"
+        )
+    return stage
+
+
+# ---------------------------------------------------------------- extract
+
+
+def load_with_retries(name: str, destination: str, policy: RetryPolicy, stage: StageRecord) -> SourceLoad:
+    retries: list[str] = []
+    try:
+        return retrying(lambda: load_source(name, destination), f"extract {name}", policy, "[extract] ", retries)
+    except GaveUp as error:
+        raise StageFailed(f"extract failed: {error}") from error
+    except ExtractError as error:
+        raise StageFailed(f"extract failed: {error} (a data or configuration error: not retried)") from error
+    finally:
+        stage.retries += len(retries)
+
+
+def extract_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Callable[[StageRecord], None]:
+    destination = "duckdb" if options.on_duckdb else "bigquery"
+
+    def action(stage: StageRecord) -> None:
+        for name in options.sources:
+            load = load_with_retries(name, destination, policy, stage)
+            log(f"[extract] {load.describe()}")
+            run.loads += [(load.source, load.dataset, load_id) for load_id in load.load_ids]
+            run.source_rows += [(load.source, table, rows) for table, rows in sorted(load.rows.items())]
+            stage.detail[load.source] = load.rows
+        stage.rows_out = run.rows_loaded
+
+    return action
+
+
+def nothing_new(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> str | None:
+    """Why this run has nothing to do (no source had new rows and its day is already built), else None."""
+    if options.force or options.skip_extract or options.skip_build or run.rows_loaded > 0:
+        return None
+    if not options.on_duckdb:
+        return "no new data: no source had new rows; nothing to build (--force builds anyway)"
+    with connect(duckdb_path(), read_only=True, policy=policy, prefix="[run] ") as connection:
+        built = last_successful_build(connection, run.target, run.run_date)
+        latest = latest_load_at(connection)
+    if built is None or (latest is not None and latest > built[1]):
+        return None
+    return (
+        f"no new data: no source had new rows, and {run.run_date} was built by run {built[0]} after the "
+        "last load; nothing to do (--force builds anyway)"
+    )
+
+
+# ---------------------------------------------------------------- build
+
+
+def dbt_vars(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> dict[str, object]:
+    """run_date, and for a run of a given day the range of days to (re)build: from the earliest day
+    that received rows since the last successful build (late rows, updates) to the day itself."""
+    variables: dict[str, object] = {"run_date": run.run_date.isoformat()}
+    if options.run_date is None or options.full_refresh:
+        return variables
+    first = None
+    if options.on_duckdb:
+        with connect(duckdb_path(), read_only=True, policy=policy, prefix="[build] ") as connection:
+            built = last_successful_build(connection, options.target)
+            first = first_affected_day(connection, built[1] if built else None)
+    from_date = min(first or run.run_date, run.run_date)
+    return variables | {"from_date": from_date.isoformat(), "to_date": run.run_date.isoformat()}
+
+
+class DbtProgress:
+    """Turns dbt's output into a progress line every few seconds, and failures as they happen."""
+
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, line: str) -> None:
+        match = DBT_PROGRESS.search(line)
+        if not match or " hook" in line:
+            return
+        done, total, status, rest = match.groups()
+        now = time.perf_counter()
+        if status in ("ERROR", "FAIL"):
+            log(f"[build] {status} {first_line(rest.split('[')[0], 140).strip(' .')}")
+        elif now - self.last >= PROGRESS_EVERY or done == total:
+            log(f"[build] {done} of {total} nodes done ({seconds(now - self.started)})")
+            self.last = now
+
+
+def dbt_build(options: RunOptions, variables: dict[str, object]) -> DbtSummary:
+    """`dbt build` (unit tests excluded: they test the SQL in CI, not the data); TransientError on a lock."""
+    args = ["build", "--exclude-resource-type", "unit_test"] + (["--full-refresh"] if options.full_refresh else [])
+    summary = run_dbt(args, target=options.target, dbt_vars=variables, on_line=DbtProgress())
+    if not summary.success and LOCK_MESSAGE in "\n".join([*summary.failures, summary.output_tail]):
+        text = next(t for t in [*summary.failures, summary.output_tail] if LOCK_MESSAGE in t)
+        raise TransientError(describe_lock(text))
+    return summary
+
+
+def failing_nodes(summary: DbtSummary) -> list[str]:
+    lines = []
+    for node in summary.failed_nodes():
+        kind, name = str(node["resource_type"]), str(node["unique_id"]).split(".")[2]
+        if kind == "test":
+            failures = int(node["failures"] or 0)
+            rows = (
+                f"{failures:,} failing row{'s' if failures != 1 else ''}"
+                if failures
+                else first_line(str(node["message"]), 100)
+            )
+            where = f"  (rows kept: select * from {node['relation_name']})" if node.get("relation_name") else ""
+            lines.append(f"  {node['status']:<6} test {name}: {rows}{where}")
+        else:
+            lines.append(f"  {node['status']:<6} {kind} {name}: {first_line(str(node['message']), 160)}")
+    return lines
+
+
+def validation_message(summary: DbtSummary, options: RunOptions, policy: RetryPolicy) -> str:
+    """Which tests (or models) failed, and the quarantine counts, for a build that failed."""
+    failed = summary.failed_nodes()
+    if not failed:
+        return "dbt build failed before running any node:\n  " + "\n  ".join(summary.failures[:3])
+    tests = sum(1 for node in failed if node["resource_type"] == "test")
+    lines = [
+        f"validation failed: {tests} dbt test(s) and {len(failed) - tests} other node(s) failed; "
+        f"{summary.count('model', 'skipped')} models downstream of them were skipped and nothing was exported",
+        *failing_nodes(summary),
+    ]
+    if options.on_duckdb:
+        with connect(duckdb_path(), read_only=True, policy=policy) as connection:
+            quarantined = quarantine_counts(connection)
+        if quarantined:
+            lines.append("quarantined rows (intermediate.int_quarantined_rows), by source table and rule:")
+            lines += [f"  {table:<26} {rule:<24} {count:>9,}" for table, rule, count in quarantined]
+    return "\n".join(lines)
+
+
+def record_build(run: RunRecord, stage: StageRecord, summary: DbtSummary) -> None:
+    run.node_results = summary.node_results
+    run.dbt_invocation_id = summary.invocation_id
+    stage.detail = {
+        "dbt_invocation_id": summary.invocation_id,
+        "dbt_vars": run.dbt_vars,
+        "models": summary.count("model", "success"),
+        "models_skipped": summary.count("model", "skipped"),
+        "tests_passed": summary.count("test", "pass"),
+        "tests_warned": summary.count("test", "warn"),
+        "tests_failed": summary.count("test", "fail", "error"),
+    }
+
+
+def build_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Callable[[StageRecord], None]:
+    def action(stage: StageRecord) -> None:
+        run.dbt_vars = dbt_vars(run, options, policy)
+        days = f" for {run.dbt_vars['from_date']} .. {run.dbt_vars['to_date']}" if "from_date" in run.dbt_vars else ""
+        log(f"[build] dbt build{days} (run_date {run.run_date})")
+        retries: list[str] = []
+        try:
+            summary = retrying(lambda: dbt_build(options, run.dbt_vars), "dbt build", policy, "[build] ", retries)
+        except GaveUp as error:
+            raise StageFailed(f"build failed: {error}") from error
+        finally:
+            stage.retries = len(retries)
+        record_build(run, stage, summary)
+        if not summary.success:
+            raise StageFailed(validation_message(summary, options, policy))
+        if options.on_duckdb:
+            with connect(duckdb_path(), read_only=True, policy=policy) as connection:
+                run.model_rows = model_row_counts(connection, summary.node_results, read_manifest())
+        stage.rows_in = sum(m.rows_in or 0 for m in run.model_rows if m.layer == "staging")
+        stage.rows_out = sum(m.rows_out or 0 for m in run.model_rows if m.layer == "marts")
+
+    return action
+
+
+# ---------------------------------------------------------------- export and train
+
+
+def export_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Callable[[StageRecord], None]:
+    def action(stage: StageRecord) -> None:
+        retries: list[str] = []
+        try:
+            manifest: Manifest = retrying(
+                lambda: export_training_set(duckdb_path()), "export", policy, "[export] ", retries
+            )
+        except GaveUp as error:
+            raise StageFailed(f"export failed: {error}") from error
+        finally:
+            stage.retries = len(retries)
+        stage.rows_in = stage.rows_out = manifest.row_count
+        stage.detail = {"version": manifest.version, "content_hash": manifest.content_hash, "reused": manifest.reused}
+        options.results["manifest"] = manifest
+        log(
+            f"[export] training_set version {manifest.version}: {manifest.row_count:,} rows, "
+            f"{manifest.partitions} date partitions{' (unchanged, reused)' if manifest.reused else ''}"
+        )
+
+    return action
+
+
+def train_stage(options: RunOptions) -> Callable[[StageRecord], None]:
+    def action(stage: StageRecord) -> None:
+        try:
+            training: TrainingResult = train()
+        except TrainingError as error:
+            if "needs rows of both classes" in str(error):
+                raise StageSkipped(f"{error}: not enough matured labels yet") from error
+            raise StageFailed(f"train failed: {error}") from error
+        stage.rows_in = training.train_rows + training.validation_rows
+        stage.detail = {"roc_auc": training.roc_auc, "pr_auc": training.pr_auc, "model": training.model_path}
+        options.results["training"] = training
+        log(training_line(training))
+
+    return action
+
+
+def training_line(training: TrainingResult) -> str:
+    return (
+        f"[train] validation ROC AUC {training.roc_auc:.3f} (constant baseline {training.baseline_roc_auc:.3f}), "
+        f"PR AUC {training.pr_auc:.3f} (baseline {training.baseline_pr_auc:.3f}) "
+        f"on {training.validation_rows:,} rows; model {training.model_path}"
+    )

@@ -1,0 +1,83 @@
+"""Event stream and chargeback files from a real folder through dlt's filesystem source.
+
+The demo is generated as of one day, loaded, generated again three days later (new event
+batches; the current week's chargeback file has grown) and loaded again: the second run reads
+only the new and the changed files, and the raw tables hold every row exactly once.
+"""
+
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from extract_support import Workspace, workspace
+
+from demo.generate import generate
+from extract.bucket_files import read_chargeback_file
+from extract.load import load_source
+
+SEED = 5
+SCALE = 2_000
+FIRST_DAY = date(2026, 3, 18)
+SECOND_DAY = date(2026, 3, 21)  # the file of the week of 2026-03-16 gains reports on 03-20
+GROWING_FILE = "reported_date=2026-03-16/chargebacks.csv"
+
+
+def event_files(space: Workspace) -> dict[str, int]:
+    """Rows per micro-batch file, by path relative to the events folder."""
+    root = space.demo_dir / "events"
+    return {path.relative_to(root).as_posix(): pq.read_metadata(path).num_rows for path in root.rglob("*.parquet")}
+
+
+def chargeback_rows(space: Workspace) -> Counter[tuple[str, str, str, str]]:
+    """Every row of every chargeback file, with the file it is in."""
+    root = space.demo_dir / "bucket" / "chargebacks"
+    rows: Counter[tuple[str, str, str, str]] = Counter()
+    for path in root.rglob("chargebacks.*"):
+        table = read_chargeback_file(path.name, path.read_bytes())
+        for row in table.to_pylist():
+            rows[(row["transaction_id"], row["reported_at"], row["reason"], path.relative_to(root).as_posix())] += 1
+    return rows
+
+
+def distinct_event_ids(space: Workspace) -> set[str]:
+    root = space.demo_dir / "events"
+    return {
+        event_id
+        for path in root.rglob("*.parquet")
+        for event_id in pq.read_table(path, columns=["event_id"]).column("event_id").to_pylist()
+    }
+
+
+def test_second_run_reads_only_new_or_changed_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    space = workspace(tmp_path, monkeypatch)
+    generate(space.demo_dir, seed=SEED, scale=SCALE, as_of=FIRST_DAY)
+    first_files = event_files(space)
+    first_chargebacks = chargeback_rows(space)
+    first = {name: load_source(name) for name in ("events", "chargebacks")}
+    assert first["events"].rows == {"events": sum(first_files.values())}
+    assert first["chargebacks"].rows == {"chargebacks": sum(first_chargebacks.values())}
+
+    generate(space.demo_dir, seed=SEED, scale=SCALE, as_of=SECOND_DAY)
+    second_files = event_files(space)
+    new_files = set(second_files) - set(first_files)
+    grown = [row for row in chargeback_rows(space) if row[3] == GROWING_FILE]
+    assert new_files and len(grown) > sum(1 for row in first_chargebacks if row[3] == GROWING_FILE)
+
+    second = {name: load_source(name) for name in ("events", "chargebacks")}
+    assert second["events"].rows == {"events": sum(second_files[path] for path in new_files)}
+    # the grown file is read again in full; no other chargeback file changed
+    assert second["chargebacks"].rows == {"chargebacks": len(grown)}
+
+    # every event once, however often it was delivered
+    [(events, distinct)] = space.query("select count(*), count(distinct event_id) from raw_events.events")
+    assert events == distinct == len(distinct_event_ids(space))
+    # every chargeback row of every file once: the grown file's first version left nothing behind
+    stored = Counter(
+        space.query("select transaction_id, reported_at, reason, _source_file from raw_chargebacks.chargebacks")
+    )
+    assert stored == chargeback_rows(space)
+
+    third = {name: load_source(name) for name in ("events", "chargebacks")}
+    assert third["events"].rows == {} and third["chargebacks"].rows == {}

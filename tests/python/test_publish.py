@@ -1,0 +1,107 @@
+"""Write-audit-publish: consumers read `marts`, which changes only when a full build passed its tests."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+from conftest import Warehouse, table_hash
+
+from pipeline.dbt_runner import PROJECT_DIR, run_dbt
+
+GOLD = ("training_set", "fct_transaction_features", "user_daily_features", "preprocessing_parameters", "dataset_splits")
+
+
+def published(warehouse: Warehouse) -> dict[str, tuple[int, str]]:
+    return {name: table_hash(warehouse.duckdb_path, f"marts.{name}") for name in GOLD}
+
+
+def audited(warehouse: Warehouse) -> dict[str, tuple[int, str]]:
+    return {name: table_hash(warehouse.duckdb_path, f"marts_audit.{name}") for name in GOLD}
+
+
+def last_publish(warehouse: Warehouse) -> tuple[str, str]:
+    [(status, reason)] = warehouse.query(
+        "select status, reason from monitoring.publish_log order by logged_at desc limit 1"
+    )
+    return status, reason
+
+
+def test_a_failing_test_publishes_nothing_then_a_good_build_publishes(warehouse_copy: Warehouse) -> None:
+    before = published(warehouse_copy)
+    assert before == audited(warehouse_copy) and before["training_set"][0] > 0
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        connection.execute(
+            "insert into raw_fx.rates select date, currency, rate_to_usd * 2, _dlt_load_id, _dlt_id || '-dup' "
+            "from raw_fx.rates where currency = 'EUR' order by date limit 1"
+        )
+    later = {"run_date": "2026-10-15"}
+    failed = run_dbt(["build"], dbt_vars=later, quiet=True)
+    assert not failed.success
+    assert any("unique_combination_stg_fx__rates" in failure for failure in failed.failures), failed.failures
+    assert published(warehouse_copy) == before
+    status, reason = last_publish(warehouse_copy)
+    assert status == "not_published" and "unique_combination_stg_fx__rates" in reason
+    [(offending,)] = warehouse_copy.query(
+        "select count(*) from test_failures.unique_combination_stg_fx__rates_rate_date__currency"
+    )
+    assert offending == 1
+
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        connection.execute("delete from raw_fx.rates where _dlt_id like '%-dup'")
+    fixed = run_dbt(["build"], dbt_vars=later, quiet=True)
+    assert fixed.success, fixed.failures
+    after = published(warehouse_copy)
+    assert after == audited(warehouse_copy)
+    assert after["training_set"] != before["training_set"]
+    assert last_publish(warehouse_copy)[0] == "published"
+
+
+def test_a_partial_build_does_not_publish(warehouse_copy: Warehouse) -> None:
+    before = published(warehouse_copy)
+    partial = run_dbt(["build", "-s", "dataset_splits"], dbt_vars={"run_date": "2026-10-15"}, quiet=True)
+    assert partial.success
+    assert published(warehouse_copy) == before
+    status, reason = last_publish(warehouse_copy)
+    assert status == "not_published" and "1 of the 5 gold models" in reason
+
+
+def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: Warehouse) -> None:
+    """SIGKILL `dbt run-operation publish_gold_now` at several moments: readers always see one version."""
+    old = published(warehouse_copy)
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        # make the audited version different and big enough that the copy takes a while
+        connection.execute(
+            "insert into marts_audit.fct_transaction_features "
+            "select features.* from marts_audit.fct_transaction_features as features, range(300)"
+        )
+        connection.execute("delete from marts_audit.training_set where split = 'test'")
+    new = audited(warehouse_copy)
+    assert new != old
+    command = [str(Path(sys.executable).parent / "dbt"), "run-operation", "publish_gold_now",
+               "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+    outcomes = []
+    for delay in (0.0, 0.3, 0.6, 1.0):
+        process = subprocess.Popen(command, cwd=PROJECT_DIR, env=os.environ.copy(), text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert process.stdout is not None
+        for line in process.stdout:  # the operation starts once dbt has parsed the project
+            if "Found " in line:
+                break
+        time.sleep(delay)
+        killed = process.poll() is None
+        if killed:
+            process.send_signal(signal.SIGKILL)
+        process.wait()
+        state = published(warehouse_copy)
+        assert state in (old, new), f"a mixed version after a kill {delay} s into the operation"
+        outcomes.append((delay, killed, "new" if state == new else "old"))
+        if state == new:
+            break
+    assert any(killed for _, killed, _ in outcomes), outcomes
+    completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    assert published(warehouse_copy) == new
