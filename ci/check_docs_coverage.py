@@ -3,7 +3,8 @@
 Reads the artifacts of `dbt docs generate` run against a built warehouse: `catalog.json` holds the
 columns every relation really has, `manifest.json` the documented ones. It reports
 
-- a model, seed or snapshot without a description, or not built (absent from the catalog);
+- a model, seed or snapshot without a description, or not built (absent from the catalog), and a
+  singular data test without a description;
 - a model whose description does not state its grain ("One row per ...");
 - a column in the warehouse without a description, and a documented model column that no longer
   exists (source columns may be documented ahead of the data: schema evolution);
@@ -62,9 +63,15 @@ def column_gaps(label: str, catalog_columns: dict, documented: dict, stale_is_ga
 
 
 def node_gaps(manifest: dict, catalog: dict) -> Iterator[str]:
-    """Models, seeds and snapshots."""
+    """Models, seeds, snapshots and singular data tests."""
     for unique_id, node in sorted(manifest["nodes"].items()):
-        if node["package_name"] != PROJECT or node["resource_type"] not in ("model", "seed", "snapshot"):
+        if node["package_name"] != PROJECT:
+            continue
+        if node["resource_type"] == "test" and not node.get("test_metadata"):  # singular: tests/singular/*.sql
+            if not described(node.get("description")):
+                yield f"{where(node)}: singular test {node['name']}: no description (add it to a `data_tests:` YAML)"
+            continue
+        if node["resource_type"] not in ("model", "seed", "snapshot"):
             continue
         if not node["config"].get("enabled", True):
             continue

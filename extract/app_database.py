@@ -78,9 +78,7 @@ def add_row_ids(table: pa.Table) -> pa.Table:
     return with_row_ids(table, random_prefix())
 
 
-def app_table(
-    url: sa.engine.URL, table: str, schema: str | None, backend: str, chunk_size: int
-) -> DltResource:
+def app_table(url: sa.engine.URL, table: str, schema: str | None, backend: str, chunk_size: int) -> DltResource:
     """One incremental, merged table of the app database."""
     streaming = {"return_type": "arrow_stream", "batch_size": chunk_size} if backend == "connectorx" else None
     resource = sql_table(

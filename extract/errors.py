@@ -15,6 +15,7 @@ from dlt.common.configuration.exceptions import (
     ConfigurationValueError,
     InvalidNativeValue,
 )
+from dlt.common.schema.exceptions import DataValidationError
 
 from extract.files import SourceSettingError
 
@@ -65,9 +66,7 @@ ERRNO_REASON = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 def missing_fields(error: ConfigFieldMissingException) -> list[str]:
     """The missing fields, credentials spelled out (`credentials.aws_access_key_id`)."""
-    nested = {
-        match.group(1): re.findall(r"`(\w+)`", match.group(2)) for match in NESTED_MISSING.finditer(str(error))
-    }
+    nested = {match.group(1): re.findall(r"`(\w+)`", match.group(2)) for match in NESTED_MISSING.finditer(str(error))}
     fields = [field for field in error.fields if field != "local_dir"] or list(error.fields)  # dlt-internal
     return [f"{field}.{inner}" for field in fields for inner in nested.get(field, [])] or fields
 
@@ -107,6 +106,11 @@ def explain_cause(source: str, cause: BaseException) -> str | None:
         return f"{source}: {cause}"
     if isinstance(cause, ConfigFieldMissingException):
         return explain_missing(source, cause)
+    if isinstance(cause, DataValidationError):
+        return (
+            f"{source}: data error: {cause.table_name}.{cause.column_name} broke the frozen "
+            f"{cause.schema_entity} contract (a value of a new type): fix the data at the source"
+        )
     if isinstance(cause, InvalidNativeValue):
         key = setting(source, ".".join(cause.embedded_sections) or LOCATION_SETTINGS[source])
         return f"{source}: setting {key} cannot be read: {first_line(cause.inner_exception)}"

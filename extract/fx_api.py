@@ -1,22 +1,37 @@
 """REST API source: daily FX rates from a paginated JSON API with a bearer token.
 
-dlt's rest_api source pages through `/v1/rates`, asks only for dates from the last loaded one
-on (incremental on `date`), and merges on (`date`, `currency`). dlt's HTTP client retries
-429 and 5xx answers with exponential backoff (see `[runtime]` in `.dlt/config.toml`).
-"""
+dlt's rest_api source pages through `/v1/rates` (page numbers up to `total_pages`), asks only
+for dates from the last loaded one on (incremental on `date`), and merges on (`date`,
+`currency`), so a rate published again replaces the stored one. dlt's HTTP client retries 429
+and 5xx answers and dropped connections with exponential backoff, honouring `Retry-After`
+(`request_max_attempts`, `request_backoff_factor` in `[runtime]` of `.dlt/config.toml`).
 
-from typing import Any
+The rates are small JSON pages, the one source that travels as dicts. Their types are frozen: a
+value of another type (a text rate) fails the load with a data error instead of landing in a
+side column (`rate_to_usd__v_text`) that staging would never read.
+"""
 
 import dlt
 from dlt.sources import DltResource
 from dlt.sources.rest_api import rest_api_resources
 
+from extract.files import SourceSettingError
+
 INITIAL_DATE = "2000-01-01"
+RATES_PATH = "v1/rates"
 
 
 @dlt.source(name="fx")
-def fx_api(base_url: str = dlt.config.value, token: str = dlt.secrets.value, page_size: int = 500) -> Any:
-    """The `rates` resource of the FX API at `base_url`, authenticated with the bearer `token`."""
+def fx_api(base_url: str = dlt.config.value, token: str = dlt.secrets.value, page_size: int = 500) -> list[DltResource]:
+    """The `rates` resource of the FX API at `base_url`, authenticated with the bearer `token`.
+
+    Args:
+        base_url: the API's root, e.g. `https://fx.example.com` (the demo starts a local one).
+        token: the bearer token (a secret: `.dlt/secrets.toml` or `SOURCES__FX_API__TOKEN`).
+        page_size: rows asked for per page.
+    """
+    if not token:
+        raise SourceSettingError("sources.fx_api.token", "is empty")
     resources: list[DltResource] = rest_api_resources(
         {
             "client": {
@@ -33,9 +48,10 @@ def fx_api(base_url: str = dlt.config.value, token: str = dlt.secrets.value, pag
                 {
                     "name": "rates",
                     "primary_key": ["date", "currency"],
-                    "write_disposition": "merge",
+                    "write_disposition": {"disposition": "merge", "strategy": "delete-insert"},
+                    "schema_contract": {"data_type": "freeze"},
                     "endpoint": {
-                        "path": "v1/rates",
+                        "path": RATES_PATH,
                         "data_selector": "data",
                         "params": {
                             "page_size": page_size,
@@ -51,5 +67,3 @@ def fx_api(base_url: str = dlt.config.value, token: str = dlt.secrets.value, pag
         }
     )
     return resources
-
-

@@ -103,12 +103,17 @@
     {% do run_query(statements | join(';\n')) %}
 {% endmacro %}
 
-{#- BigQuery: a multi-statement transaction of table copies into the published dataset -#}
+{#- BigQuery: DDL is not allowed in a transaction, so the published tables (created once, empty,
+    by published_relation or a first clone) are refilled with DML in one multi-statement transaction -#}
 {% macro bigquery__publish_tables(nodes, own_transaction) %}
     {% set statements = ['begin transaction'] %}
     {% for node in nodes %}
-        {% do statements.append('create or replace table `' ~ node.database ~ '.' ~ published_schema() ~ '.'
-            ~ node.alias ~ '` copy `' ~ node.database ~ '.' ~ node.schema ~ '.' ~ node.alias ~ '`') %}
+        {% set published = '`' ~ node.database ~ '.' ~ published_schema() ~ '.' ~ node.alias ~ '`' %}
+        {% do run_query('create table if not exists ' ~ published ~ ' copy `' ~ node.database ~ '.'
+            ~ node.schema ~ '.' ~ node.alias ~ '`') %}
+        {% do statements.append('truncate table ' ~ published) %}
+        {% do statements.append('insert into ' ~ published ~ ' select * from `' ~ node.database ~ '.'
+            ~ node.schema ~ '.' ~ node.alias ~ '`') %}
     {% endfor %}
     {% do statements.append('commit transaction') %}
     {% do run_query(statements | join(';\n')) %}
@@ -130,7 +135,7 @@
             '{{ invocation_id }}',
             {{ dbt.current_timestamp() }},
             '{{ status }}',
-            '{{ reason | replace("'", "''") }}',
+            '{{ dbt.escape_single_quotes(reason) }}',
             '{{ built | join(",") }}'
         )
     {% endset %}

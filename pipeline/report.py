@@ -9,6 +9,7 @@ page needs no server, script or network, so it can be attached to a ticket or pu
 """
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -219,32 +220,45 @@ def columns_of(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -
     return {name for (name,) in rows}
 
 
-def feature_histogram(connection: duckdb.DuckDBPyConnection, feature: str, samples: dict[str, str]) -> str:
-    """Histogram of `feature` for each named sample (a select of rows), bins over the 1st..99th percentile."""
-    union = " union all ".join(f"select cast({feature} as double) as x from ({sql})" for sql in samples.values())
-    [(low, high, distinct)] = connection.sql(
-        f"select quantile_cont(x, 0.01), quantile_cont(x, 0.99), count(distinct x) from ({union}) where x is not null"
+def bins_for(connection: duckdb.DuckDBPyConnection, union: str) -> tuple[float, float, int] | None:
+    """(low, width, bins) over the 1st..99th percentile; whole-number bins for whole-number features."""
+    [(low, high, whole, lowest, highest)] = connection.sql(
+        f"select quantile_cont(x, 0.01), quantile_cont(x, 0.99), bool_and(x = floor(x)), "
+        f"quantile_disc(x, 0.01), quantile_disc(x, 0.99) from ({union}) where x is not null"
     ).fetchall()
     if low is None:
-        return svg.empty(feature)
+        return None
+    if whole:
+        low, high = float(lowest), float(highest)
+        width = max(1.0, float(math.ceil((high - low + 1) / BINS)))
+        return low, width, int((high - low) // width) + 1
     low, high = float(low), float(high)
-    if distinct <= 31 and float(high).is_integer() and float(low).is_integer():
-        bins, width = int(high - low) + 1, 1.0
-    else:
-        bins, width = BINS, (high - low) / BINS or 1.0
+    return low, ((high - low) / BINS) or 1.0, BINS
+
+
+def feature_histogram(connection: duckdb.DuckDBPyConnection, feature: str, samples: dict[str, str]) -> str:
+    """Histogram of `feature` for each named sample (a select of rows); the ends hold the tails."""
+    value = f"cast({feature} as double)"
+    union = " union all ".join(f"select {value} as x from ({sql})" for sql in samples.values())
+    found = bins_for(connection, union)
+    if found is None:
+        return svg.empty(feature)
+    low, width, bins = found
     series = {}
     for name, sql in samples.items():
         counts = dict(
             connection.sql(
                 f"select least(greatest(floor((x - {low}) / {width}), 0), {bins - 1})::int, count(*) "
-                f"from (select cast({feature} as double) as x from ({sql})) where x is not null group by 1"
+                f"from (select {value} as x from ({sql})) where x is not null group by 1"
             ).fetchall()
         )
         total = sum(counts.values())
         if total:
             series[name] = [100 * counts.get(i, 0) / total for i in range(bins)]
     edges = [low + i * width for i in range(bins + 1)]
-    return svg.histogram(feature, edges, series)
+    whole = width.is_integer() and low.is_integer()
+    labels = [svg.short(edge if whole and width == 1 else edge + width / 2) for edge in edges[:-1]]
+    return svg.histogram(feature, labels, edges, series)
 
 
 def feature_section(connection: duckdb.DuckDBPyConnection) -> str:

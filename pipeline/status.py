@@ -2,6 +2,8 @@
 
 import os
 
+import duckdb
+
 from extract.load import duckdb_path
 from pipeline.alerts import open_alerts
 from pipeline.console import age, log, seconds, timestamp
@@ -25,7 +27,7 @@ def show_status(runs: int = 10, strict: bool = False, policy: RetryPolicy | None
         return EXIT_FAILED
 
 
-def print_status(connection, runs: int, strict: bool) -> int:  # noqa: ANN001 - a DuckDB connection
+def print_status(connection: duckdb.DuckDBPyConnection, runs: int, strict: bool) -> int:
     now = utc_now()
     log(f"warehouse {duckdb_path()}  (now {timestamp(now)} UTC)")
     log("\nlast runs")

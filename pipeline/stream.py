@@ -12,6 +12,7 @@ configuration error stops the stream (exit 1); a transient error that outlasts i
 logged and the next batch tries again.
 """
 
+import os
 import signal
 import threading
 import time
@@ -144,6 +145,9 @@ def run_stream(
     if not realtime_view_ready(policy):
         log(f"stream: {'.'.join(REALTIME_VIEW)} does not exist yet: run `pipeline run` once first")
         return EXIT_FAILED
+    # dlt would take SIGINT over during its normalize and load steps and fail the batch: keep ours, which
+    # lets the batch finish
+    os.environ.setdefault("RUNTIME__INTERCEPT_SIGNALS", "false")
     batch_options = replace(options, report=False)
     state = StreamState()
     previous = install_stop_handlers(state)

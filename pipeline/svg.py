@@ -35,21 +35,40 @@ def nice_ticks(high: float, count: int = 5) -> list[float]:
     return [i * step for i in range(int(math.ceil(high / step - 1e-9)) + 1)]
 
 
-class Frame:
-    """Plot area geometry and the y axis for values from 0 to the top tick."""
+def legend_rows(names: Sequence[str], width: int) -> list[list[tuple[str, float]]]:
+    """Legend entries laid out left to right from the plot's left edge, wrapped to the width: [(name, x)] per row."""
+    rows: list[list[tuple[str, float]]] = [[]]
+    x = LEFT
+    for name in names:
+        item = 16 + 6.2 * len(name) + 12
+        if rows[-1] and x + item > width - RIGHT:
+            rows.append([])
+            x = LEFT
+        rows[-1].append((name, x))
+        x += item
+    return rows if rows[0] else []
 
-    def __init__(self, slots: int, high: float, width: int = WIDTH, height: int = HEIGHT) -> None:
-        self.width, self.height, self.slots = width, height, max(slots, 1)
+
+class Frame:
+    """Plot area geometry (below the title and legend rows) and the y axis from 0 to the top tick."""
+
+    def __init__(
+        self, slots: int, high: float, width: int = WIDTH, height: int = HEIGHT, names: Sequence[str] = ()
+    ) -> None:
+        self.width, self.slots = width, max(slots, 1)
+        self.legend = legend_rows(names, width)
+        self.top = TOP + 14 * len(self.legend)
+        self.height = height + 14 * len(self.legend)
         self.ticks = nice_ticks(high)
         self.top_value = self.ticks[-1]
         self.plot_width = width - LEFT - RIGHT
-        self.plot_height = height - TOP - BOTTOM
+        self.plot_height = self.height - self.top - BOTTOM
 
     def x(self, index: float) -> float:
         return LEFT + (index + 0.5) * self.plot_width / self.slots
 
     def y(self, value: float) -> float:
-        return TOP + self.plot_height * (1 - value / self.top_value)
+        return self.top + self.plot_height * (1 - value / self.top_value)
 
     @property
     def slot_width(self) -> float:
@@ -87,12 +106,13 @@ def x_labels(frame: Frame, labels: Sequence[str], most: int = 8) -> list[str]:
     ]
 
 
-def legend(frame: Frame, names: Sequence[str], colors: Sequence[str]) -> list[str]:
-    parts, x = [], frame.width - RIGHT
-    for name, color in reversed(list(zip(names, colors, strict=True))):
-        x -= 12 + 6.2 * len(name) + 14
-        parts.append(f'<rect x="{x:.0f}" y="9" width="10" height="10" rx="2" fill="{color}"/>')
-        parts.append(f'<text x="{x + 14:.0f}" y="18" fill="#333">{escape(name)}</text>')
+def legend(frame: Frame, colors: dict[str, str]) -> list[str]:
+    parts = []
+    for row, entries in enumerate(frame.legend):
+        y = 26 + 14 * row
+        for name, x in entries:
+            parts.append(f'<rect x="{x:.0f}" y="{y}" width="10" height="10" rx="2" fill="{colors[name]}"/>')
+            parts.append(f'<text x="{x + 14:.0f}" y="{y + 9}" fill="#333">{escape(name)}</text>')
     return parts
 
 
@@ -106,10 +126,11 @@ def line_chart(title: str, labels: Sequence[str], series: dict[str, list[float |
     values = [v for points in series.values() for v in points if v is not None]
     if not values:
         return empty(title)
-    frame = Frame(len(labels), max(values))
-    colors = [PALETTE[i % len(PALETTE)] for i in range(len(series))]
-    parts = [*open_svg(frame, title), *y_axis(frame, unit), *x_labels(frame, labels)]
-    for (name, points), color in zip(series.items(), colors, strict=True):
+    frame = Frame(len(labels), max(values), names=list(series))
+    colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(series)}
+    parts = [*open_svg(frame, title), *y_axis(frame, unit), *x_labels(frame, labels), *legend(frame, colors)]
+    for name, points in series.items():
+        color = colors[name]
         segment: list[str] = []
         for i, value in enumerate([*points, None]):
             if value is None:
@@ -125,7 +146,6 @@ def line_chart(title: str, labels: Sequence[str], series: dict[str, list[float |
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.6" fill="{color}">'
                 f"<title>{escape(name)} · {escape(labels[i])}: {value:,.6g}{unit}</title></circle>"
             )
-    parts += legend(frame, list(series), colors)
     return "".join(parts) + "</svg>"
 
 
@@ -141,9 +161,9 @@ def stacked_bars(
     totals = [sum(values[i] for values in stacks.values()) for i in range(len(labels))]
     if not labels or max(totals, default=0) <= 0:
         return empty(title)
-    frame = Frame(len(labels), max(totals))
+    frame = Frame(len(labels), max(totals), names=list(stacks))
     palette = colors or {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(stacks)}
-    parts = [*open_svg(frame, title), *y_axis(frame, unit), *x_labels(frame, labels)]
+    parts = [*open_svg(frame, title), *y_axis(frame, unit), *x_labels(frame, labels), *legend(frame, palette)]
     bar = max(1.0, frame.slot_width * 0.7)
     for i, label in enumerate(labels):
         base = 0.0
@@ -163,14 +183,13 @@ def stacked_bars(
                 f'<rect x="{frame.x(i) - bar / 2:.1f}" y="{frame.height - BOTTOM + 2}" width="{bar:.1f}" '
                 f'height="4" fill="{STATUS_COLORS.get(markers[i], "#888")}"><title>{escape(markers[i])}</title></rect>'
             )
-    parts += legend(frame, list(stacks), [palette[name] for name in stacks])
     return "".join(parts) + "</svg>"
 
 
 def horizontal_bars(title: str, labels: Sequence[str], values: Sequence[float], color: str = PALETTE[3]) -> str:
     if not labels:
         return empty(title, "nothing quarantined")
-    row, label_width = 20, 230
+    row, label_width = 20, min(360, 16 + 6.4 * max(len(label) for label in labels))
     height = TOP + row * len(labels) + 12
     high = max(values) or 1
     scale = (WIDTH - label_width - 70) / high
@@ -190,17 +209,19 @@ def horizontal_bars(title: str, labels: Sequence[str], values: Sequence[float], 
     return "".join(parts) + "</svg>"
 
 
-def histogram(title: str, edges: Sequence[float], series: dict[str, list[float]]) -> str:
-    """Overlaid histograms (shares of rows per bin, so series of different sizes compare)."""
+def histogram(
+    title: str, labels: Sequence[str], edges: Sequence[float], series: dict[str, list[float]], unit: str = "%"
+) -> str:
+    """Overlaid histograms (shares of rows per bin, so series of different sizes compare); a label per bin."""
     values = [v for shares in series.values() for v in shares]
     if not values or not edges:
         return empty(title)
-    frame = Frame(len(edges) - 1, max(values), width=310, height=200)
-    colors = [PALETTE[i % len(PALETTE)] for i in range(len(series))]
-    parts = [*open_svg(frame, title), *y_axis(frame)]
-    labels = [short(edge) for edge in edges[:-1]]
-    parts += x_labels(frame, labels, most=4)
-    for (name, shares), color in zip(series.items(), colors, strict=True):
+    frame = Frame(len(edges) - 1, max(values), width=310, height=200, names=list(series))
+    colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(series)}
+    parts = [*open_svg(frame, title), *y_axis(frame, unit), *legend(frame, colors)]
+    parts += x_labels(frame, labels, most=5)
+    for name, shares in series.items():
+        color = colors[name]
         for i, share in enumerate(shares):
             if share <= 0:
                 continue
@@ -209,7 +230,6 @@ def histogram(title: str, edges: Sequence[float], series: dict[str, list[float]]
                 f'<rect x="{x:.1f}" y="{frame.y(share):.1f}" width="{frame.slot_width:.1f}" '
                 f'height="{frame.y(0) - frame.y(share):.1f}" fill="{color}" fill-opacity="0.45" '
                 f'stroke="{color}" stroke-width="0.8"><title>{escape(name)} · [{short(edges[i])}, '
-                f"{short(edges[i + 1])}): {share:.1%}</title></rect>"
+                f"{short(edges[i + 1])}): {share:.3g}{unit}</title></rect>"
             )
-    parts += legend(frame, list(series), colors)
     return "".join(parts) + "</svg>"

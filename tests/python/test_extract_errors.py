@@ -1,20 +1,27 @@
-"""A bad source setting stops the real CLI with one line naming the source and the setting.
+"""A bad source setting stops extract with one line naming the source and the setting.
 
-Every case runs `python -m extract` as a subprocess (all at once, they are independent) and
-checks: exit code 1, exactly one line on stderr, no traceback, the source and the setting named,
-and no secret echoed.
+The first cases run the real CLI (`python -m extract`) as subprocesses, all at once: exit code 1,
+exactly one line on stderr, no traceback, the source and the setting named, no secret echoed.
+The rest check the same one-line explanation through `load_source`, without a process each.
 """
 
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from extract_support import Workspace, start_cli
+import pytest
+from extract_support import Workspace, start_cli, use
 
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate
+from extract.load import ExtractError, load_source
 
 SECRET = "s3cr3t-pw"
+APP = {"SOURCES__APP_DATABASE__DEMO": "false"}
+FX = {"SOURCES__FX_API__DEMO": "false", "RUNTIME__REQUEST_MAX_ATTEMPTS": "2", "RUNTIME__REQUEST_BACKOFF_FACTOR": "0"}
+EVENTS = {"SOURCES__EVENT_STREAM__DEMO": "false"}
+FILES = {"SOURCES__BUCKET_FILES__DEMO": "false"}
 
 
 @dataclass(frozen=True)
@@ -33,75 +40,54 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def cases(api_url: str, port: int) -> dict[str, BadSetting]:
-    app = {"SOURCES__APP_DATABASE__DEMO": "false"}
-    fx = {
-        "SOURCES__FX_API__DEMO": "false",
-        "RUNTIME__REQUEST_MAX_ATTEMPTS": "2",
-        "RUNTIME__REQUEST_BACKOFF_FACTOR": "0",
-    }
-    events = {"SOURCES__EVENT_STREAM__DEMO": "false"}
-    files = {"SOURCES__BUCKET_FILES__DEMO": "false"}
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running demo FX API whose token is not the one the tests configure."""
+    rates = tmp_path_factory.mktemp("api") / "fx_rates.parquet"
+    generate(rates.parent, seed=1, scale=50)
+    with FxApiServer(rates, token="the-right-token") as server:
+        yield server.start()
+
+
+def cli_cases(api_url: str, port: int) -> dict[str, BadSetting]:
     return {
         "app URL that does not parse": BadSetting(
-            "app", {**app, "SOURCES__APP_DATABASE__CREDENTIALS": "not a url"}, ("sources.app_database.credentials",)
+            "app", {**APP, "SOURCES__APP_DATABASE__CREDENTIALS": "not a url"}, ("sources.app_database.credentials",)
         ),
         "app database unreachable": BadSetting(
             "app",
-            {**app, "SOURCES__APP_DATABASE__CREDENTIALS": f"postgresql://loader:{SECRET}@127.0.0.1:{port}/app"},
+            {**APP, "SOURCES__APP_DATABASE__CREDENTIALS": f"postgresql://loader:{SECRET}@127.0.0.1:{port}/app"},
             ("sources.app_database.credentials", "Connection refused"),
         ),
-        "app credentials missing": BadSetting(
-            "app", app, ("missing setting sources.app_database.credentials", "SOURCES__APP_DATABASE__CREDENTIALS")
-        ),
         "fx token missing": BadSetting(
-            "fx", {**fx, "SOURCES__FX_API__BASE_URL": api_url}, ("missing setting sources.fx_api.token",)
+            "fx", {**FX, "SOURCES__FX_API__BASE_URL": api_url}, ("missing setting sources.fx_api.token",)
         ),
         "fx token wrong": BadSetting(
             "fx",
-            {**fx, "SOURCES__FX_API__BASE_URL": api_url, "SOURCES__FX_API__TOKEN": SECRET},
+            {**FX, "SOURCES__FX_API__BASE_URL": api_url, "SOURCES__FX_API__TOKEN": SECRET},
             ("sources.fx_api.token", "401"),
-        ),
-        "fx API unreachable": BadSetting(
-            "fx",
-            {**fx, "SOURCES__FX_API__BASE_URL": f"http://127.0.0.1:{port}", "SOURCES__FX_API__TOKEN": SECRET},
-            ("sources.fx_api.base_url", f"127.0.0.1:{port}", "Connection refused"),
         ),
         "events folder missing": BadSetting(
             "events",
-            {**events, "SOURCES__EVENT_STREAM__BUCKET_URL": "/no/such/events"},
+            {**EVENTS, "SOURCES__EVENT_STREAM__BUCKET_URL": "/no/such/events"},
             ("sources.event_stream.bucket_url", "no such folder"),
         ),
-        "chargebacks protocol unknown": BadSetting(
-            "chargebacks",
-            {**files, "SOURCES__BUCKET_FILES__BUCKET_URL": "nosuch://bucket/chargebacks"},
-            ("sources.bucket_files.bucket_url", "unknown protocol"),
-        ),
-        "chargebacks s3 credentials missing": BadSetting(
-            "chargebacks",
-            {**files, "SOURCES__BUCKET_FILES__BUCKET_URL": "s3://ml-features-example/chargebacks"},
-            ("sources.bucket_files.credentials.aws_access_key_id",),
-        ),
-        "demo data not generated": BadSetting("events", {}, ("demo data", "python -m demo.generate")),
     }
 
 
-def test_bad_settings_fail_with_one_line(tmp_path: Path) -> None:
-    rates = tmp_path / "api" / "fx_rates.parquet"
-    generate(rates.parent, seed=1, scale=50)
-    with FxApiServer(rates, token="the-right-token") as server:
-        bad = cases(server.start(), closed_port())
-        running = {
-            name: start_cli(Workspace(tmp_path / f"ws{i}"), case.source, **case.settings)
-            for i, (name, case) in enumerate(bad.items())
-        }
-        finished = {name: process.communicate(timeout=180) + (process.returncode,) for name, process in running.items()}
+def test_bad_settings_stop_the_cli_with_one_line(tmp_path: Path, api_url: str) -> None:
+    bad = cli_cases(api_url, closed_port())
+    running = {
+        name: start_cli(Workspace(tmp_path / f"ws{i}"), case.source, **case.settings)
+        for i, (name, case) in enumerate(bad.items())
+    }
     failures = []
-    for name, (_, stderr, code) in finished.items():
+    for name, process in running.items():
+        _, stderr = process.communicate(timeout=180)
         case = bad[name]
         lines = stderr.strip().splitlines()
         ok = (
-            code == 1
+            process.returncode == 1
             and len(lines) == 1
             and "Traceback" not in stderr
             and lines[0].startswith(f"extract failed: {case.source}: ")
@@ -109,7 +95,7 @@ def test_bad_settings_fail_with_one_line(tmp_path: Path) -> None:
             and SECRET not in stderr
         )
         if not ok:
-            failures.append(f"{name}: exit {code}, stderr {stderr!r}")
+            failures.append(f"{name}: exit {process.returncode}, stderr {stderr!r}")
     assert not failures, "\n".join(failures)
 
 
@@ -120,3 +106,60 @@ def test_unknown_source_fails_before_any_load(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert stderr == "extract failed: unknown source 'nosuch': choose from app, events, fx, chargebacks\n"
     assert not space.duckdb_path.exists()
+
+
+IN_PROCESS_CASES = {
+    "app credentials missing": BadSetting(
+        "app", APP, ("missing setting sources.app_database.credentials", "SOURCES__APP_DATABASE__CREDENTIALS")
+    ),
+    "app backend unknown": BadSetting(
+        "app",
+        {
+            **APP,
+            "SOURCES__APP_DATABASE__CREDENTIALS": "sqlite:////no/such.sqlite",
+            "SOURCES__APP_DATABASE__BACKEND": "x",
+        },
+        ("sources.app_database.backend",),
+    ),
+    "app SQLite file missing": BadSetting(
+        "app",
+        {**APP, "SOURCES__APP_DATABASE__CREDENTIALS": "sqlite:////no/such/app.sqlite"},
+        ("sources.app_database.credentials",),
+    ),
+    "fx API unreachable": BadSetting(
+        "fx",
+        {**FX, "SOURCES__FX_API__BASE_URL": "http://127.0.0.1:{port}", "SOURCES__FX_API__TOKEN": SECRET},
+        ("sources.fx_api.base_url", "127.0.0.1:{port}", "Connection refused"),
+    ),
+    "fx base URL not a URL": BadSetting(
+        "fx",
+        {**FX, "SOURCES__FX_API__BASE_URL": "fx.example.com", "SOURCES__FX_API__TOKEN": SECRET},
+        ("sources.fx_api.base_url", "not a URL"),
+    ),
+    "chargebacks protocol unknown": BadSetting(
+        "chargebacks",
+        {**FILES, "SOURCES__BUCKET_FILES__BUCKET_URL": "nosuch://bucket/chargebacks"},
+        ("sources.bucket_files.bucket_url", "unknown protocol"),
+    ),
+    "chargebacks s3 credentials missing": BadSetting(
+        "chargebacks",
+        {**FILES, "SOURCES__BUCKET_FILES__BUCKET_URL": "s3://ml-features-example/chargebacks"},
+        ("sources.bucket_files.credentials.aws_access_key_id",),
+    ),
+    "demo data not generated": BadSetting("events", {}, ("demo data", "python -m demo.generate")),
+}
+
+
+@pytest.mark.parametrize("name", IN_PROCESS_CASES)
+def test_bad_setting_is_explained_in_one_line(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    case = IN_PROCESS_CASES[name]
+    use(Workspace(tmp_path), monkeypatch)
+    port = str(closed_port())
+    for key, value in case.settings.items():
+        monkeypatch.setenv(key, value.replace("{port}", port))
+    with pytest.raises(ExtractError) as raised:
+        load_source(case.source)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"{case.source}: ")
+    assert all(text.replace("{port}", port) in message for text in case.expected), message
+    assert SECRET not in message

@@ -84,8 +84,7 @@ def test_postgres_tables_load_incrementally_and_merge(
     execute(
         url,
         f"update transactions set status = 'refunded', updated_at = '{LATER}' where transaction_id <= 5",
-        "insert into transactions values (999999, 1, 'N/A', 'EUR', 'pending', 'mobile', "
-        f"'{LATER}', '{LATER}')",
+        f"insert into transactions values (999999, 1, 'N/A', 'EUR', 'pending', 'mobile', '{LATER}', '{LATER}')",
         "alter table users add column loyalty_tier text",
         f"update users set loyalty_tier = 'gold', updated_at = '{LATER}' where user_id in (1, 2)",
     )
@@ -110,9 +109,7 @@ def test_wrong_password_is_one_line_naming_the_setting(server: str, tmp_path: Pa
     completed = subprocess.run(
         [sys.executable, "-m", "extract", "--sources", "app"],
         cwd=REPO_ROOT,
-        env=cli_environment(
-            space, SOURCES__APP_DATABASE__DEMO="false", SOURCES__APP_DATABASE__CREDENTIALS=wrong
-        ),
+        env=cli_environment(space, SOURCES__APP_DATABASE__DEMO="false", SOURCES__APP_DATABASE__CREDENTIALS=wrong),
         capture_output=True,
         text=True,
         timeout=120,

@@ -23,15 +23,16 @@ events as (
 earlier_transactions as (
     select
         features.transaction_id,
-        count(case when earlier.created_at >= {{ dbt.dateadd('day', -1, 'features.created_at') }} then 1 end)
+        count(case when earlier.created_at >= {{ timestamp_add('day', -1, 'features.created_at') }} then 1 end)
             as expected_count_1d,
-        count(case when earlier.created_at >= {{ dbt.dateadd('day', -7, 'features.created_at') }} then 1 end)
+        count(case when earlier.created_at >= {{ timestamp_add('day', -7, 'features.created_at') }} then 1 end)
             as expected_count_7d,
-        count(case when earlier.created_at >= {{ dbt.dateadd('day', -30, 'features.created_at') }} then 1 end)
+        count(case when earlier.created_at >= {{ timestamp_add('day', -30, 'features.created_at') }} then 1 end)
             as expected_count_30d,
         coalesce(sum(
             case
-                when earlier.created_at >= {{ dbt.dateadd('day', -30, 'features.created_at') }} then earlier.amount_usd
+                when earlier.created_at >= {{ timestamp_add('day', -30, 'features.created_at') }}
+                    then earlier.amount_usd
             end
         ), 0) as expected_sum_30d,
         max(earlier.created_at) as expected_previous_at
@@ -52,7 +53,7 @@ earlier_events as (
         on
             features.user_id = events.user_id
             and features.created_at > events.occurred_at
-            and {{ dbt.dateadd('minute', -30, 'features.created_at') }} <= events.occurred_at
+            and {{ timestamp_add('minute', -30, 'features.created_at') }} <= events.occurred_at
     group by features.transaction_id
 ),
 

@@ -2,9 +2,10 @@
 -- a rate holds from its date until the next published date (weekends and holidays use the last rate)
 with
 
+-- rates that break a rule (missing, not positive) are in the quarantine; the previous rate carries on
 rates as (
-    select * from {{ ref('stg_fx__rates') }}
-    where rate_to_usd > 0
+    select * from {{ ref('int_fx_rates_validated') }}
+    where rejection_rule is null
 ),
 
 ranged as (
@@ -16,7 +17,8 @@ ranged as (
             cast('9999-12-31' as date)
         ) as valid_to_date,
         rate_to_usd,
-        source_load_id
+        source_load_id,
+        source_row_id
     from rates
 )
 

@@ -17,6 +17,11 @@ chargebacks as (
     where rejection_rule is not null
 ),
 
+fx_rates as (
+    select * from {{ ref('int_fx_rates_validated') }}
+    where rejection_rule is not null
+),
+
 users as (
     select * from {{ ref('stg_app__users') }}
     where user_id is null
@@ -29,6 +34,7 @@ unioned as (
         rejection_rule,
         rejection_reason,
         source_load_id,
+        source_row_id,
         'user_id=' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null')
         || '; amount=' || coalesce(raw_amount, 'null')
         || '; currency=' || coalesce(currency, 'null')
@@ -43,6 +49,7 @@ unioned as (
         rejection_rule,
         rejection_reason,
         source_load_id,
+        source_row_id,
         'user_id=' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null')
         || '; event_type=' || coalesce(event_type, 'null') as raw_values
     from events
@@ -55,6 +62,7 @@ unioned as (
         rejection_rule,
         rejection_reason,
         source_load_id,
+        source_row_id,
         'transaction_id=' || coalesce(raw_transaction_id, 'null')
         || '; reported_at=' || coalesce(raw_reported_at, 'null')
         || '; reason=' || coalesce(reason, 'null') as raw_values
@@ -68,8 +76,22 @@ unioned as (
         'missing_key' as rejection_rule,
         'user_id is missing or not an integer' as rejection_reason,
         source_load_id,
+        source_row_id,
         'name=' || coalesce(raw_name, 'null') || '; email=' || coalesce(raw_email, 'null') as raw_values
     from users
+
+    union all
+
+    select
+        'fx.rates' as source_table,
+        coalesce(raw_rate_date, 'null') || '/' || coalesce(currency, 'null') as record_key,
+        rejection_rule,
+        rejection_reason,
+        source_load_id,
+        source_row_id,
+        'date=' || coalesce(raw_rate_date, 'null') || '; currency=' || coalesce(currency, 'null')
+        || '; rate_to_usd=' || coalesce(raw_rate_to_usd, 'null') as raw_values
+    from fx_rates
 )
 
 select * from unioned

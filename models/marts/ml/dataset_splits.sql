@@ -9,7 +9,7 @@ transactions as (
 matured_days as (
     select distinct transaction_date
     from transactions
-    where {{ dbt.dateadd('day', var('label_window_days'), 'created_at') }} <= {{ run_date_end() }}
+    where {{ timestamp_add('day', var('label_window_days'), 'created_at') }} <= {{ run_date_end() }}
 ),
 
 ranked as (

@@ -22,6 +22,9 @@ typed as (
         ---------- raw values kept for quarantine reasons
         cast(amount as {{ dbt.type_string() }}) as raw_amount,
         cast(created_at as {{ dbt.type_string() }}) as raw_created_at,
+        ---------- flags: the source gave a value the safe cast could not read (it became null)
+        amount is not null and {{ safe_to_decimal('amount') }} is null as is_amount_unparseable,
+        created_at is not null and {{ safe_to_timestamp('created_at') }} is null as is_created_at_unparseable,
         ---------- lineage
         _dlt_load_id as source_load_id,
         _dlt_id as source_row_id

@@ -8,12 +8,16 @@ source as (
 renamed as (
     select
         ---------- keys
-        cast({{ adapter.quote('date') }} as date) as rate_date,
+        {{ try_cast_as('cast(' ~ adapter.quote('date') ~ ' as ' ~ dbt.type_string() ~ ')', 'date') }} as rate_date,
         upper(trim(currency)) as currency,
         ---------- numerics
-        cast(rate_to_usd as {{ dbt.type_float() }}) as rate_to_usd,
+        {{ try_cast_as('cast(rate_to_usd as ' ~ dbt.type_string() ~ ')', dbt.type_float()) }} as rate_to_usd,
+        ---------- raw values kept for quarantine reasons
+        cast({{ adapter.quote('date') }} as {{ dbt.type_string() }}) as raw_rate_date,
+        cast(rate_to_usd as {{ dbt.type_string() }}) as raw_rate_to_usd,
         ---------- lineage
-        _dlt_load_id as source_load_id
+        _dlt_load_id as source_load_id,
+        _dlt_id as source_row_id
     from source
 )
 
