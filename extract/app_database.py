@@ -44,7 +44,12 @@ def parse_url(credentials: str | ConnectionStringCredentials) -> sa.engine.URL:
         raise SourceSettingError("sources.app_database.credentials", "is not a SQLAlchemy URL") from error
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         # ConnectorX and SQLAlchemy read relative SQLite paths differently: hand both an absolute one
-        url = url.set(database=str(Path(url.database).resolve()))
+        path = Path(url.database).resolve()
+        if not path.is_file():  # SQLite would quietly create an empty database there
+            raise SourceSettingError(
+                "sources.app_database.credentials", f"names a SQLite file that does not exist: {path}"
+            )
+        url = url.set(database=str(path))
     return with_installed_driver(url)
 
 
@@ -58,8 +63,6 @@ def with_installed_driver(url: sa.engine.URL) -> sa.engine.URL:
 
 def choose_backend(backend: str, url: sa.engine.URL) -> str:
     """`auto` means ConnectorX where it can read the database, dlt's pyarrow backend elsewhere."""
-    if backend not in BACKENDS:
-        raise SourceSettingError("sources.app_database.backend", f"= {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend != "auto":
         return backend
     readable = url.get_backend_name() in CONNECTORX_DIALECTS
@@ -118,9 +121,11 @@ def app_database(
             `pyarrow` (SQLAlchemy's cursor, for any database SQLAlchemy reaches).
         chunk_size: rows per Arrow batch read from the database.
     """
-    url = parse_url(credentials)
+    if backend not in BACKENDS:
+        raise SourceSettingError("sources.app_database.backend", f"= {backend!r}: use one of {', '.join(BACKENDS)}")
     unknown = sorted(set(tables) - set(APP_TABLES))
     if unknown:
         raise SourceSettingError("sources.app_database.tables", f"names unknown tables {unknown}")
+    url = parse_url(credentials)
     chosen = choose_backend(backend, url)
     return [app_table(url, table, schema, chosen, chunk_size) for table in tables]

@@ -39,10 +39,12 @@ class SourceLoad:
     load_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)
+    resumed: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         counts = ", ".join(f"{table} {count:,}" for table, count in sorted(self.rows.items())) or "no new rows"
-        return f"{self.source:<12} -> {self.dataset:<16} {counts} ({self.seconds:.1f} s)"
+        finished = f"; finished interrupted load {', '.join(self.resumed)}" if self.resumed else ""
+        return f"{self.source:<12} -> {self.dataset:<16} {counts} ({self.seconds:.1f} s{finished})"
 
 
 def data_dir() -> Path:
@@ -170,14 +172,17 @@ def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
         raise
     except Exception as error:  # noqa: BLE001 - every failure becomes one line naming the source
         raise ExtractError(explain(name, error)) from error
-    normalized = pipeline.last_trace.last_normalize_info
+    trace = pipeline.last_trace
+    normalized = trace.last_normalize_info
     rows = {
         table: count
         for table, count in (normalized.row_counts.items() if normalized else [])
         if not table.startswith("_dlt")
     }
+    extracted = set(trace.last_extract_info.loads_ids) if trace.last_extract_info else set()
+    resumed = [load_id for load_id in info.loads_ids if load_id not in extracted]
     seconds = time.perf_counter() - started
-    return SourceLoad(name, pipeline.dataset_name, rows, list(info.loads_ids), seconds, step_seconds(pipeline))
+    return SourceLoad(name, pipeline.dataset_name, rows, list(info.loads_ids), seconds, step_seconds(pipeline), resumed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,7 +124,7 @@ IN_PROCESS_CASES = {
     "app SQLite file missing": BadSetting(
         "app",
         {**APP, "SOURCES__APP_DATABASE__CREDENTIALS": "sqlite:////no/such/app.sqlite"},
-        ("sources.app_database.credentials",),
+        ("sources.app_database.credentials", "does not exist"),
     ),
     "fx API unreachable": BadSetting(
         "fx",

@@ -1,0 +1,49 @@
+"""Large tables travel as Arrow tables, not Python dicts: what each file and database source yields."""
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from demo.generate import generate
+from extract.app_database import app_database
+from extract.bucket_files import bucket_files
+from extract.event_stream import event_stream
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("arrow-demo")
+    generate(out, seed=23, scale=600)
+    return out
+
+
+def items(source: object, resource: str) -> list[object]:
+    return list(source.resources[resource])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("backend", ["connectorx", "pyarrow"])
+def test_app_tables_arrive_as_arrow(demo: Path, backend: str) -> None:
+    source = app_database(credentials=f"sqlite:///{demo / 'app.sqlite'}", backend=backend, chunk_size=250)
+    chunks = items(source, "transactions")
+    assert len(chunks) > 1 and all(isinstance(chunk, pa.Table) for chunk in chunks)
+    ids = pa.concat_tables(chunks).column("_dlt_id").to_pylist()
+    assert len(ids) == len(set(ids)), "row ids must be unique"
+
+
+def test_event_files_arrive_as_few_large_arrow_tables(demo: Path) -> None:
+    files = list((demo / "events").rglob("*.parquet"))
+    tables = items(event_stream(bucket_url=str(demo / "events")), "events")
+    assert all(isinstance(table, pa.Table) for table in tables)
+    assert len(tables) < len(files) / 10  # many small batch files, concatenated
+    combined = pa.concat_tables(tables)
+    assert combined.num_rows == sum(pq.read_metadata(path).num_rows for path in files)
+    assert len(combined.column("_dlt_id").unique()) == combined.num_rows
+
+
+def test_chargeback_files_arrive_as_all_text_arrow(demo: Path) -> None:
+    tables = items(bucket_files(bucket_url=str(demo / "bucket" / "chargebacks")), "chargebacks")
+    assert tables and all(isinstance(table, pa.Table) for table in tables)
+    for name in ("transaction_id", "reported_at", "reason"):
+        assert all(table.schema.field(name).type == pa.string() for table in tables)
