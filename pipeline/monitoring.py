@@ -64,16 +64,34 @@ def completed_loads(connection: duckdb.DuckDBPyConnection, since: dt.datetime | 
     return loads
 
 
-def latest_load_at(connection: duckdb.DuckDBPyConnection) -> dt.datetime | None:
-    """When the newest completed dlt load of any source finished (UTC)."""
-    latest = None
-    for source in SOURCES:
-        if relation_exists(connection, f"raw_{source}", "_dlt_loads"):
-            [(value,)] = connection.sql(
-                f"select max(cast(inserted_at as timestamp)) from raw_{source}._dlt_loads where status = 0"
-            ).fetchall()
-            latest = max(filter(None, [latest, value]), default=None)
-    return latest
+def load_time(load_id: str | None) -> dt.datetime | None:
+    """When a dlt load started (UTC): its id is the unix time."""
+    return dt.datetime.fromtimestamp(float(load_id), dt.UTC).replace(tzinfo=None) if load_id else None
+
+
+def newest_rows(connection: duckdb.DuckDBPyConnection, source: str) -> tuple[int, str | None]:
+    """(rows, newest load id among them) of a source's raw tables, counting completed loads only."""
+    schema = f"raw_{source}"
+    rows, newest = 0, None
+    for table in tables_in(connection, schema):
+        if table.startswith("_dlt"):
+            continue
+        [(count, load_id)] = connection.sql(
+            f"select count(*), max(_dlt_load_id) from {schema}.{table} "
+            f"where _dlt_load_id in (select load_id from {schema}._dlt_loads where status = 0)"
+        ).fetchall()
+        rows += count
+        newest = max(filter(None, [newest, load_id]), default=None)
+    return rows, newest
+
+
+def latest_rows_loaded_at(connection: duckdb.DuckDBPyConnection) -> dt.datetime | None:
+    """When the newest dlt load that brought rows (new or changed) started, over every source.
+
+    A load that brought nothing new does not count: dlt records those too.
+    """
+    times = [load_time(newest_rows(connection, source)[1]) for source in SOURCES]
+    return max(filter(None, times), default=None)
 
 
 def first_affected_day(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> dt.date | None:
@@ -151,21 +169,13 @@ def source_freshness(connection: duckdb.DuckDBPyConnection, now: dt.datetime) ->
     thresholds = freshness_thresholds(read_manifest())
     result = []
     for source in SOURCES:
-        schema = f"raw_{source}"
-        tables = [name for name in tables_in(connection, schema) if not name.startswith("_dlt")]
-        rows, newest, last_load = 0, None, None
-        for table in tables:
-            [(count, load_id)] = connection.sql(
-                f"select count(*), max(_dlt_load_id) from {schema}.{table} "
-                f"where _dlt_load_id in (select load_id from {schema}._dlt_loads where status = 0)"
-            ).fetchall()
-            rows += count
-            newest = max(filter(None, [newest, load_id]), default=None)
-        if tables:
+        rows, newest = newest_rows(connection, source)
+        last_load = None
+        if relation_exists(connection, f"raw_{source}", "_dlt_loads"):
             [(last_load,)] = connection.sql(
-                f"select max(cast(inserted_at as timestamp)) from {schema}._dlt_loads where status = 0"
+                f"select max(cast(inserted_at as timestamp)) from raw_{source}._dlt_loads where status = 0"
             ).fetchall()
-        loaded_at = dt.datetime.fromtimestamp(float(newest), dt.UTC).replace(tzinfo=None) if newest else None
+        loaded_at = load_time(newest)
         lag = (now - loaded_at).total_seconds() if loaded_at else None
         warn, error = thresholds.get(source, (None, None))
         result.append(Freshness(source, rows, loaded_at, last_load, lag, warn, error))

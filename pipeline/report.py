@@ -55,7 +55,8 @@ h2{font-size:15px;margin:0 0 10px}
 padding:10px 16px;min-width:140px}.kpi b{display:block;font-size:20px}.kpi span{color:#666;font-size:12px}
 .grid{display:flex;flex-wrap:wrap;gap:12px}
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{text-align:left;padding:4px 8px;
-border-bottom:1px solid #eee}th{color:#555;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+border-bottom:1px solid #eee;white-space:nowrap}th{color:#555;font-weight:600}
+td.muted{white-space:normal}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:11px}
 .success,.ok{background:#59a14f}.failed,.error{background:#e15759}.skipped,.never{background:#9a9a9a}
 .warn,.running{background:#e0a526}.alert{color:#b3261e;font-weight:600}.muted{color:#777}
@@ -139,7 +140,7 @@ def run_charts(connection: duckdb.DuckDBPyConnection, shown: list[Run]) -> list[
         svg.line_chart(
             "Rows loaded per run, by source",
             labels,
-            {name: [values.get(i) for i in ids] for name, values in sorted(loaded.items())},
+            {name: [values.get(i, 0.0) for i in ids] for name, values in sorted(loaded.items())},
         ),
         svg.line_chart(
             "Rows in each gold table after the build",

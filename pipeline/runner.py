@@ -151,6 +151,9 @@ def print_summary(run: RunRecord) -> None:
             f"out {stage.rows_out:>10,}  {stage_note(run, stage.stage)}"
         )
     if run.dbt_invocation_id:
-        log(f"  dbt invocation {run.dbt_invocation_id} built on {len(run.loads)} new dlt load(s) of this run")
+        log(
+            f"  dbt invocation {run.dbt_invocation_id}; this run's dlt loads: {len(run.loads)} "
+            "(monitoring.load_lineage links them)"
+        )
     if run.message:
         log(run.message)

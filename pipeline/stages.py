@@ -18,7 +18,7 @@ from pipeline.export import Manifest, export_training_set
 from pipeline.monitoring import (
     first_affected_day,
     last_successful_build,
-    latest_load_at,
+    latest_rows_loaded_at,
     model_row_counts,
     quarantine_counts,
     read_manifest,
@@ -126,12 +126,12 @@ def nothing_new(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> str
         return "no new data: no source had new rows; nothing to build (--force builds anyway)"
     with connect(duckdb_path(), read_only=True, policy=policy, prefix="[run] ") as connection:
         built = last_successful_build(connection, run.target, run.run_date)
-        latest = latest_load_at(connection)
+        latest = latest_rows_loaded_at(connection)
     if built is None or (latest is not None and latest > built[1]):
         return None
     return (
         f"no new data: no source had new rows, and {run.run_date} was built by run {built[0]} after the "
-        "last load; nothing to do (--force builds anyway)"
+        "last rows arrived; nothing to do (--force builds anyway)"
     )
 
 

@@ -97,6 +97,8 @@ def train(manifest_path: Path | None = None, models_root: Path | None = None) ->
     if not manifest_path.exists():
         raise TrainingError(f"no training set export at {manifest_path}: run the export stage first")
     manifest = json.loads(manifest_path.read_text())
+    if manifest["row_count"] == 0:
+        raise TrainingError(f"training set {manifest['version']} is empty: no labels have matured by the run date")
     version_dir = Path(manifest["path"])
     train_rows, validation_rows = load_split(version_dir, "train"), load_split(version_dir, "validation")
     for name, rows in (("train", train_rows), ("validation", validation_rows)):

@@ -191,13 +191,31 @@ quarantined_counts as (
 
 -- every table and load any count has: a valid or quarantined row of a load raw does not have shows up
 counted_loads as (
-    select source_table, source_load_id from raw_counts
+    select
+        source_table,
+        source_load_id
+    from raw_counts
+
     union all
-    select source_table, source_load_id from staged_counts
+
+    select
+        source_table,
+        source_load_id
+    from staged_counts
+
     union all
-    select source_table, source_load_id from valid_counts
+
+    select
+        source_table,
+        source_load_id
+    from valid_counts
+
     union all
-    select source_table, source_load_id from quarantined_counts
+
+    select
+        source_table,
+        source_load_id
+    from quarantined_counts
 ),
 
 loads as (
