@@ -101,6 +101,7 @@ def write_version(connection: duckdb.DuckDBPyConnection, root: Path, final_dir: 
         f"copy (select *, transaction_date as date from {EXPORT_RELATION} order by {ORDER_BY}) "
         f"to '{staging_dir}' (format parquet, partition_by (date), compression zstd)"
     )
+    staging_dir.mkdir(exist_ok=True)  # an empty training set writes no partition but still gets a manifest
     columns = [name for (name, *_) in connection.sql(f"describe {EXPORT_RELATION}").fetchall()]
     split_counts = dict(
         connection.sql(f"select split, count(*) from {EXPORT_RELATION} group by split order by split").fetchall()
