@@ -56,12 +56,18 @@ def with_row_ids(table: pa.Table, prefix: str) -> pa.Table:
 def read_concurrently(
     items: Sequence[Item], read: Callable[[Item], pa.Table], workers: int = READ_WORKERS
 ) -> Iterator[pa.Table]:
-    """`read(item)` for every item, a few at a time in threads (Arrow readers release the GIL), in order."""
+    """`read(item)` for every item, in order, a few at a time in threads (Arrow readers release the GIL).
+
+    At most `2 * workers` items are read ahead of the consumer, so memory stays bounded however
+    large the files are.
+    """
     if len(items) <= 1:
         yield from (read(item) for item in items)
         return
+    window = 2 * workers
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="extract-read") as pool:
-        yield from pool.map(read, items)
+        for start in range(0, len(items), window):
+            yield from pool.map(read, items[start : start + window])
 
 
 def chunked(tables: Iterable[pa.Table], min_rows: int = MIN_CHUNK_ROWS) -> Iterator[pa.Table]:

@@ -11,7 +11,6 @@ pipeline's history (start from an empty warehouse, e.g. after `make clean`).
 import datetime as dt
 from dataclasses import dataclass, replace
 
-from demo.generate import generate
 from extract.load import demo_dir, duckdb_path
 from pipeline.console import log, seconds
 from pipeline.report import write_report
@@ -55,6 +54,8 @@ def mark_day(target: str, day: dt.date, outcome: RunOutcome, policy: RetryPolicy
 
 
 def replay_demo(day: dt.date, demo: DemoReplay) -> None:
+    from demo.generate import generate  # the demo generator is only needed for a replay
+
     counts = generate(demo_dir(), seed=demo.seed, scale=demo.scale, as_of=day)
     log(
         f"[backfill] demo sources regenerated as of the end of {day}: "

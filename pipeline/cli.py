@@ -27,7 +27,6 @@ from pipeline.runner import EXIT_FAILED, EXIT_OK, execute_run
 from pipeline.stages import RunOptions, training_line
 from pipeline.status import show_status
 from pipeline.stream import run_stream
-from pipeline.train import TrainingError, train
 
 
 def sources(text: str) -> tuple[str, ...]:
@@ -86,6 +85,8 @@ def export_command(_: argparse.Namespace) -> int:
 
 
 def train_command(_: argparse.Namespace) -> int:
+    from pipeline.train import TrainingError, train
+
     try:
         log(training_line(train()))
     except TrainingError as error:

@@ -32,7 +32,8 @@ def escape(value: object) -> str:
 
 
 def number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+    """An integer as such, anything else at full precision (a unix timestamp needs every digit)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 @dataclass
@@ -80,8 +81,12 @@ def last_run(run: RunRecord) -> list[Family]:
     info.add(1, run_id=run.run_id, command=run.command, target=run.target, run_date=run.run_date, status=run.status)
     stage_seconds = Family("stage_duration_seconds", "gauge", "Seconds each stage of the last run took.")
     stage_rows = Family("stage_rows", "gauge", "Rows into and out of each stage of the last run.")
+    stage_ok = Family(
+        "stage_success", "gauge", "1 when a stage of the last run succeeded (or was skipped), 0 if it failed."
+    )
     for stage in run.stages:
-        stage_seconds.add(stage.seconds, stage=stage.stage, status=stage.status)
+        stage_seconds.add(stage.seconds, stage=stage.stage)
+        stage_ok.add(0 if stage.status == "failed" else 1, stage=stage.stage)
         stage_rows.add(stage.rows_in, stage=stage.stage, direction="in").add(
             stage.rows_out, stage=stage.stage, direction="out"
         )
@@ -104,6 +109,7 @@ def last_run(run: RunRecord) -> list[Family]:
             stage="build",
         ),
         stage_seconds,
+        stage_ok,
         stage_rows,
         loaded,
     ]

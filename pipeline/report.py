@@ -130,6 +130,9 @@ def run_charts(connection: duckdb.DuckDBPyConnection, shown: list[Run]) -> list[
         "where resource_type = 'test' and run_id in (select unnest(?)) group by all",
         ids,
     )
+    label_of = dict(zip(ids, labels, strict=True))
+    built = [i for i in ids if any(i in values for values in gold.values())]  # builds that succeeded
+    tested = [i for i in ids if any(i in values for values in tests.values())]  # builds, failed ones too
     stages = {name: [stage_seconds[name].get(i, 0.0) for i in ids] for name in STAGE_COLORS if name in stage_seconds}
     colors = {name: STAGE_COLORS[name] for name in stages}
     test_colors = {"pass": "#59a14f", "warn": "#e0a526", "fail": "#e15759", "error": "#8b1a1a"}
@@ -143,14 +146,14 @@ def run_charts(connection: duckdb.DuckDBPyConnection, shown: list[Run]) -> list[
             {name: [values.get(i, 0.0) for i in ids] for name, values in sorted(loaded.items())},
         ),
         svg.line_chart(
-            "Rows in each gold table after the build",
-            labels,
-            {name: [values.get(i) for i in ids] for name, values in sorted(gold.items())},
+            "Rows in each gold table after each successful build",
+            [label_of[i] for i in built],
+            {name: [values.get(i) for i in built] for name, values in sorted(gold.items())},
         ),
         svg.stacked_bars(
             "dbt tests per build",
-            labels,
-            {s: [tests[s].get(i, 0.0) for i in ids] for s in test_colors if s in tests},
+            [label_of[i] for i in tested],
+            {s: [tests[s].get(i, 0.0) for i in tested] for s in test_colors if s in tests},
             {s: c for s, c in test_colors.items() if s in tests},
         ),
     ]

@@ -297,9 +297,9 @@ def write_run(duckdb_path: str, run: RunRecord, policy: RetryPolicy | None = Non
         if earlier:
             log(f"[monitoring] recorded {len(earlier)} earlier run(s) a locked warehouse had kept from the run log")
         return True
-    except WarehouseLocked as error:
+    except WarehouseLocked:
         pending.parent.mkdir(parents=True, exist_ok=True)
         with pending.open("a") as file:
             file.write(json.dumps(asdict(run), default=str) + "\n")
-        log(f"[monitoring] run not recorded in the warehouse ({error}); kept in {pending} for the next run")
+        log(f"[monitoring] the warehouse is still locked, so this run is kept in {pending}; the next run records it")
         return False

@@ -84,8 +84,13 @@ def execute_run(options: RunOptions, policy: RetryPolicy | None = None) -> RunOu
     return finish(run, options, RetryPolicy(attempts=1) if locked else policy)
 
 
-def monitor(run: RunRecord, options: RunOptions, policy: RetryPolicy, outcome: RunOutcome) -> None:
-    """Record the run, evaluate alerts, write the metrics file and the report."""
+def monitor(
+    run: RunRecord, options: RunOptions, policy: RetryPolicy, outcome: RunOutcome, new_alerts_only: bool = False
+) -> None:
+    """Record the run, evaluate alerts, write the metrics file and the report.
+
+    Every open alert is logged, or with `new_alerts_only` (a stream's batches) only those this run opened.
+    """
     now = utc_now()
     freshness: list[Freshness] = []
     resolved: list[Alert] = []
@@ -101,7 +106,8 @@ def monitor(run: RunRecord, options: RunOptions, policy: RetryPolicy, outcome: R
         if options.report:
             outcome.report = write_report(duckdb_path(), policy)
     outcome.metrics = write_metrics(metrics_text or render(run, None, freshness, outcome.alerts, now))
-    log_alerts(outcome.alerts, resolved)
+    shown = [alert for alert in outcome.alerts if alert.opened_by_run == run.run_id] if new_alerts_only else None
+    log_alerts(outcome.alerts if shown is None else shown, resolved)
 
 
 def finish(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> RunOutcome:

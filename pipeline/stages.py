@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from extract.load import SOURCES, ExtractError, SourceLoad, duckdb_path, load_source
 from pipeline.console import first_line, log, seconds
@@ -25,8 +26,10 @@ from pipeline.monitoring import (
 )
 from pipeline.retry import LOCK_MESSAGE, GaveUp, RetryPolicy, TransientError, describe_lock, retrying
 from pipeline.run_log import RunRecord, StageRecord, utc_now
-from pipeline.train import TrainingError, TrainingResult, train
 from pipeline.warehouse import connect
+
+if TYPE_CHECKING:
+    from pipeline.train import TrainingResult
 
 DBT_PROGRESS = re.compile(r"\b(\d+) of (\d+) (OK|PASS|WARN|ERROR|FAIL|SKIP)\b(.*)")
 PROGRESS_EVERY = 5.0
@@ -285,9 +288,13 @@ def export_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Ca
 
 def train_stage(options: RunOptions) -> Callable[[StageRecord], None]:
     def action(stage: StageRecord) -> None:
+        from pipeline.train import TrainingError, train  # scikit-learn loads only when a run trains
+
         try:
-            training: TrainingResult = train()
+            training = train()
         except TrainingError as error:
+            if "no labels have matured" in str(error):
+                raise StageSkipped(str(error)) from error
             if "needs rows of both classes" in str(error):
                 raise StageSkipped(f"{error}: not enough matured labels yet") from error
             raise StageFailed(f"train failed: {error}") from error
@@ -299,7 +306,7 @@ def train_stage(options: RunOptions) -> Callable[[StageRecord], None]:
     return action
 
 
-def training_line(training: TrainingResult) -> str:
+def training_line(training: "TrainingResult") -> str:
     return (
         f"[train] validation ROC AUC {training.roc_auc:.3f} (constant baseline {training.baseline_roc_auc:.3f}), "
         f"PR AUC {training.pr_auc:.3f} (baseline {training.baseline_pr_auc:.3f}) "

@@ -161,7 +161,7 @@ def run_stream(
                 state.rows[source] = state.rows.get(source, 0) + rows
             if run.status != "skipped":
                 state.batches_with_rows += run.status == "success"
-                monitor(run, batch_options, policy, RunOutcome(run))
+                monitor(run, batch_options, policy, RunOutcome(run), new_alerts_only=True)
             if run.status == "failed" and not transient:
                 code = EXIT_FAILED
                 break

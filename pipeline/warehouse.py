@@ -43,7 +43,7 @@ def connect(
     except GaveUp as error:
         raise WarehouseLocked(locked_message(error, policy)) from error
     try:
-        connection.execute("set TimeZone = 'UTC'")
+        connection.execute("set TimeZone = 'UTC'; set enable_progress_bar = false")
         yield connection
     finally:
         connection.close()

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import dlt
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +20,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def fresh_state(tmp_path: Path) -> None:
+    """Iterating a source outside a run uses the active pipeline's incremental state: start from none."""
+    dlt.pipeline(pipeline_name="arrow_probe", pipelines_dir=str(tmp_path / "pipelines"))
+
+
 def items(source: object, resource: str) -> list[object]:
+    """Every item the resource yields, read directly (no load)."""
     return list(source.resources[resource])  # type: ignore[attr-defined]
 
 
