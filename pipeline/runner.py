@@ -79,6 +79,8 @@ def execute_run(options: RunOptions, policy: RetryPolicy | None = None) -> RunOu
         run.status, run.message = "failed", str(error)
     except WarehouseLocked as error:
         run.status, run.message, locked = "failed", str(error), True
+    except KeyboardInterrupt:
+        run.status, run.message = "failed", "interrupted (Ctrl-C); run it again: every stage is idempotent"
     finally:
         run.ended_at = utc_now()
     return finish(run, options, RetryPolicy(attempts=1) if locked else policy)

@@ -6,9 +6,10 @@ import io
 import socket
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import duckdb
 import pytest
@@ -19,7 +20,7 @@ from conftest import demo_environment
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate
 from extract.errors import ExtractError
-from pipeline import stages
+from pipeline import retry, stages
 from pipeline.cli import main
 from pipeline.dbt_runner import DbtSummary
 from pipeline.retry import transient_reason
@@ -82,7 +83,7 @@ def test_a_locked_warehouse_is_retried_then_named_with_the_holder(data_dir: Path
 def test_a_lock_released_while_retrying_lets_the_run_go_on(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ML_FEATURES_RETRIES", "6")
     monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.4")
-    with lock_held(data_dir / "warehouse.duckdb", seconds=1.0):
+    with lock_held(data_dir / "warehouse.duckdb", seconds=2.0):
         code, output = pipeline("run", *NO_STAGES)
     assert code == 0, output
     assert "is locked by another process" in output and "SUCCESS" in output
@@ -127,15 +128,24 @@ def fx_api(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FxApiSer
     server.stop()
 
 
-def test_a_source_that_comes_up_late_is_retried_with_backoff(data_dir: Path, fx_api: FxApiServer) -> None:
-    threading.Timer(1.0, fx_api.start).start()  # connection refused until then
+def test_a_source_that_comes_up_late_is_retried_with_backoff(
+    data_dir: Path, fx_api: FxApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+
+    def wait_then_start(seconds: float) -> None:  # the API comes up while the pipeline waits to retry
+        waits.append(seconds)
+        fx_api.start()
+        time.sleep(seconds)
+
+    monkeypatch.setattr(retry, "time", SimpleNamespace(sleep=wait_then_start))
     code, output = pipeline("run", "--sources", "fx", "--skip-build", "--skip-export", "--skip-train")
     assert code == 0, output
     assert (
         "[extract] extract fx: connection failed (ConnectionError) (transient): retrying in 0.5 s (attempt 2 of 5)"
         in output
     )
-    assert "rates" in output and "SUCCESS" in output
+    assert "rates" in output and "SUCCESS" in output and waits == [0.5]
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as connection:
         [(retries, rows)] = connection.sql(
             "select retries, rows_out from monitoring.pipeline_stage_runs where stage = 'extract'"
