@@ -107,3 +107,17 @@
     {%- endif -%}
     timestamp_add(cast({{ from_timestamp }} as timestamp), interval ({{ interval }}) {{ datepart }})
 {%- endmacro %}
+
+
+{#- an 8-byte float: dbt.type_float() is a 4-byte `float` on DuckDB, too coarse for rates and scaling -#}
+{% macro type_double() -%}
+    {{ return(adapter.dispatch('type_double', 'ml_features')()) }}
+{%- endmacro %}
+
+{% macro default__type_double() -%}
+    double
+{%- endmacro %}
+
+{% macro bigquery__type_double() -%}
+    float64
+{%- endmacro %}

@@ -14,7 +14,7 @@
         windowed.transaction_date,
         ---------- amount, with the fitted scaler and outlier threshold applied
         windowed.amount_usd,
-        (cast(windowed.amount_usd as {{ dbt.type_float() }}) - parameters.amount_usd_mean)
+        (cast(windowed.amount_usd as {{ type_double() }}) - parameters.amount_usd_mean)
         / nullif(parameters.amount_usd_stddev, 0) as amount_usd_scaled,
         coalesce(windowed.amount_usd > parameters.amount_usd_p99, false) as is_amount_outlier,
         ---------- calendar (utc)
@@ -35,7 +35,7 @@
             ({{ epoch_microseconds('windowed.created_at') }} - {{ epoch_microseconds('users.signup_at') }})
             / {{ days_in_microseconds(1) }}.0
         ) as {{ dbt.type_int() }}) as user_tenure_days,
-        coalesce(cast(users.age as {{ dbt.type_float() }}), parameters.median_age) as age,
+        coalesce(cast(users.age as {{ type_double() }}), parameters.median_age) as age,
         users.age is null as is_age_imputed,
         users.country_group = 'us' as country_us,
         users.country_group = 'uk' as country_uk,

@@ -33,14 +33,14 @@ amount_parameters as (
         count(*) as training_row_count,
         min(transaction_date) as training_start_date,
         max(transaction_date) as training_end_date,
-        avg(cast(amount_usd as {{ dbt.type_float() }})) as amount_usd_mean,
-        stddev_samp(cast(amount_usd as {{ dbt.type_float() }})) as amount_usd_stddev,
-        {{ percentile('cast(amount_usd as ' ~ dbt.type_float() ~ ')', 0.99) }} as amount_usd_p99
+        avg(cast(amount_usd as {{ type_double() }})) as amount_usd_mean,
+        stddev_samp(cast(amount_usd as {{ type_double() }})) as amount_usd_stddev,
+        {{ percentile('cast(amount_usd as ' ~ type_double() ~ ')', 0.99) }} as amount_usd_p99
     from training_transactions
 ),
 
 age_parameters as (
-    select {{ percentile('cast(age as ' ~ dbt.type_float() ~ ')', 0.5) }} as median_age
+    select {{ percentile('cast(age as ' ~ type_double() ~ ')', 0.5) }} as median_age
     from training_users
 ),
 

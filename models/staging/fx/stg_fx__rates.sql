@@ -11,7 +11,7 @@ renamed as (
         {{ try_cast_as('cast(' ~ adapter.quote('date') ~ ' as ' ~ dbt.type_string() ~ ')', 'date') }} as rate_date,
         upper(trim(currency)) as currency,
         ---------- numerics
-        {{ try_cast_as('cast(rate_to_usd as ' ~ dbt.type_string() ~ ')', dbt.type_float()) }} as rate_to_usd,
+        {{ try_cast_as('cast(rate_to_usd as ' ~ dbt.type_string() ~ ')', type_double()) }} as rate_to_usd,
         ---------- raw values kept for quarantine reasons
         cast({{ adapter.quote('date') }} as {{ dbt.type_string() }}) as raw_rate_date,
         cast(rate_to_usd as {{ dbt.type_string() }}) as raw_rate_to_usd,
