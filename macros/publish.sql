@@ -70,9 +70,11 @@
 {% macro published_relation(model_name) %}
     {% set audited = ref(model_name) %}
     {% set published = audited.incorporate(path={'schema': published_schema()}) %}
-    {#- without introspection (the BigQuery compile check in CI) there is no warehouse to create it in -#}
+    {#- without introspection (the BigQuery compile check in CI) there is no warehouse to create it in,
+        and before the audited table exists (compiling or linting a fresh project) there is nothing to copy -#}
     {% if execute and flags.INTROSPECT
-        and adapter.get_relation(published.database, published.schema, published.identifier) is none %}
+        and adapter.get_relation(published.database, published.schema, published.identifier) is none
+        and adapter.get_relation(audited.database, audited.schema, audited.identifier) is not none %}
         {% do run_query('create schema if not exists ' ~ published_schema()) %}
         {% do run_query('create table if not exists ' ~ published ~ ' as select * from ' ~ audited ~ ' where 1 = 0') %}
     {% endif %}
