@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dlt
+from dlt.common.destination.configuration import ParquetFormatConfiguration
 
 from extract.errors import CONFIG_SECTIONS, ExtractError, explain
 
@@ -62,12 +63,18 @@ def pipelines_dir() -> Path:
     return data_dir() / ".dlt_pipelines"
 
 
+# How the load packages' Parquet files are written for DuckDB, which reads them into the warehouse:
+# row groups of DuckDB's own row-group size, and the constant `_dlt_load_id` as a plain string
+# column (a dictionary-encoded one costs DuckDB ~50% more CPU to insert; measured on 5M events).
+DUCKDB_PARQUET = ParquetFormatConfiguration(row_group_size=122_880, supports_dictionary_encoding=False)
+
+
 def make_destination(name: str) -> object:
     """The dlt destination for `name` (`duckdb` writes the local warehouse file)."""
     if name == "duckdb":
         path = Path(duckdb_path())
         path.parent.mkdir(parents=True, exist_ok=True)
-        return dlt.destinations.duckdb(str(path))
+        return dlt.destinations.duckdb(str(path), parquet_format=DUCKDB_PARQUET)
     if name == "bigquery":
         return dlt.destinations.bigquery()
     raise ExtractError(f"unknown destination {name!r}: use duckdb or bigquery")

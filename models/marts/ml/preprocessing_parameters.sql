@@ -33,8 +33,10 @@ amount_parameters as (
         count(*) as training_row_count,
         min(transaction_date) as training_start_date,
         max(transaction_date) as training_end_date,
-        avg(cast(amount_usd as {{ type_double() }})) as amount_usd_mean,
-        stddev_samp(cast(amount_usd as {{ type_double() }})) as amount_usd_stddev,
+        -- floating-point sums depend on the order parallel threads add rows in: rounding to 9
+        -- decimals makes the fitted values, and every feature scaled with them, reproducible
+        round(avg(cast(amount_usd as {{ type_double() }})), 9) as amount_usd_mean,
+        round(stddev_samp(cast(amount_usd as {{ type_double() }})), 9) as amount_usd_stddev,
         {{ percentile('cast(amount_usd as ' ~ type_double() ~ ')', 0.99) }} as amount_usd_p99
     from training_transactions
 ),
