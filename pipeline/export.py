@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 
-from extract.load import SOURCES, data_dir
+from extract.load import SOURCES, data_dir, duckdb_settings
 
 EXPORT_RELATION = "marts.training_set"
 ORDER_BY = "transaction_date, transaction_id"
@@ -79,7 +79,7 @@ def export_training_set(duckdb_path: str, root: Path | None = None) -> Manifest:
     """Write the current training set as a new version (or reuse an identical one)."""
     root = (root or exports_dir()) / "training_set"
     root.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(duckdb_path, read_only=True) as connection:
+    with duckdb.connect(duckdb_path, read_only=True, config=duckdb_settings()) as connection:
         digest = content_hash(connection, EXPORT_RELATION)
         version = digest[:12]
         final_dir = root / f"version={version}"

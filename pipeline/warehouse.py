@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 
+from extract.load import duckdb_settings
 from pipeline.retry import GaveUp, RetryPolicy, describe_lock, retrying
 
 
@@ -38,7 +39,10 @@ def connect(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     try:
         connection = retrying(
-            lambda: duckdb.connect(path, read_only=read_only), "opening the warehouse", policy, prefix
+            lambda: duckdb.connect(path, read_only=read_only, config=duckdb_settings()),
+            "opening the warehouse",
+            policy,
+            prefix,
         )
     except GaveUp as error:
         raise WarehouseLocked(locked_message(error, policy)) from error

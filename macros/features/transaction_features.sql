@@ -63,7 +63,10 @@
         on
             windowed.user_id = users_history.user_id
             and windowed.created_at >= users_history.dbt_valid_from
-            and (windowed.created_at < users_history.dbt_valid_to or users_history.dbt_valid_to is null)
+            -- an equality and two ranges, no `or`: DuckDB then hash-joins on user_id (with `or dbt_valid_to
+            -- is null` it fell back to a nested loop: 105 s instead of 0.9 s at 1M transactions)
+            and windowed.created_at
+            < coalesce(users_history.dbt_valid_to, cast('9999-12-31 00:00:00' as {{ dbt.type_timestamp() }}))
     left join {{ ref('int_transaction_labels') }} as labels
         on windowed.transaction_id = labels.transaction_id
     cross join {{ parameters or ref('preprocessing_parameters') }} as parameters

@@ -50,7 +50,9 @@ raw_rows as (
     where _dlt_load_id in ({{ completed_loads('chargebacks') }})
 ),
 
--- the rows staging kept; rows_in_raw - 1 is how many duplicates staging says it collapsed into each
+-- the rows staging kept (for transactions and events, read from the validated tables, which hold
+-- every staged row: computing staging's deduplication again would cost a full pass);
+-- rows_in_raw - 1 is how many duplicates staging says it collapsed into each
 staged_rows as (
     select
         'app.users' as source_table,
@@ -66,7 +68,7 @@ staged_rows as (
         source_load_id,
         source_row_id,
         rows_in_raw
-    from {{ ref('stg_app__transactions') }}
+    from {{ ref('int_transactions_validated') }}
 
     union all
 
@@ -75,7 +77,7 @@ staged_rows as (
         source_load_id,
         source_row_id,
         rows_in_raw
-    from {{ ref('stg_events__events') }}
+    from {{ ref('int_events_validated') }}
 
     union all
 

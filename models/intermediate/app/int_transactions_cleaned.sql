@@ -6,29 +6,7 @@ validated as (
 ),
 
 cleaned as (
-    select
-        ---------- ids
-        transaction_id,
-        user_id,
-        ---------- numerics
-        amount,
-        currency,
-        rate_to_usd,
-        amount_usd,
-        ---------- text
-        status,
-        case
-            when device_type in ('mobile', 'desktop', 'tablet') then device_type
-            else 'other'
-        end as device_group,
-        ---------- timestamps (utc)
-        created_at,
-        updated_at,
-        cast(created_at as date) as transaction_date,
-        ---------- lineage
-        source_load_id
-    from validated
-    where rejection_rule is null
+    {{ clean_transactions('validated') }}
 )
 
 select * from cleaned

@@ -1,38 +1,14 @@
--- one row per distinct event with the first validation rule it fails (null when valid)
+-- one row per distinct event with the first validation rule it fails (null when valid).
+-- A table, read by the features, the quarantine, the monitoring and the tests (the rules:
+-- macros/cleaning/validate_events.sql).
 with
 
 events as (
     select * from {{ ref('stg_events__events') }}
 ),
 
-users as (
-    select user_id from {{ ref('stg_app__users') }}
-    where user_id is not null
-),
-
 validated as (
-    select
-        events.*,
-        case
-            when events.event_id is null then 'missing_key'
-            when events.occurred_at is null then 'unparseable_timestamp'
-            when users.user_id is null then 'unknown_user'
-        end as rejection_rule
-    from events
-    left join users
-        on events.user_id = users.user_id
-),
-
-explained as (
-    select
-        *,
-        case rejection_rule
-            when 'missing_key' then 'event_id is missing'
-            when 'unparseable_timestamp' then 'occurred_at is missing or not a timestamp'
-            when 'unknown_user'
-                then 'user_id ' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null') || ' is not a known user'
-        end as rejection_reason
-    from validated
+    {{ validate_events('events') }}
 )
 
-select * from explained
+select * from validated

@@ -2,7 +2,7 @@
 --   batch layer: the published fct_transaction_features (see macros/publish.sql) up to the last
 --   day it was built for;
 --   speed layer: transactions from that last (possibly partial) built day onward, computed at
---   query time from the cleaning views with the same macros as the batch layer.
+--   query time from the staging views with the same macros as the batch layer.
 with
 
 batch as (
@@ -14,12 +14,26 @@ batch_cutoff as (
     from batch
 ),
 
+-- the speed layer validates and cleans straight from the staging views, with the same macros as
+-- the cleaning tables, so it sees rows loaded after the last build
+staged_transactions as (
+    select * from {{ ref('stg_app__transactions') }}
+),
+
+validated_transactions as (
+    {{ validate_transactions('staged_transactions') }}
+),
+
 transactions as (
-    select * from {{ ref('int_transactions_cleaned') }}
+    {{ clean_transactions('validated_transactions') }}
+),
+
+staged_events as (
+    select * from {{ ref('stg_events__events') }}
 ),
 
 events as (
-    select * from {{ ref('int_events_validated') }}
+    select * from ({{ validate_events('staged_events') }}) as validated_events
     where rejection_rule is null
 ),
 

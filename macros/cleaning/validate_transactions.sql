@@ -1,0 +1,62 @@
+{#-
+    validate_transactions(transactions): a select of every row of `transactions` (a relation or CTE
+    shaped like stg_app__transactions) with the first validation rule it fails (null when valid),
+    a readable reason, and its amount in US dollars at the latest rate on or before its date.
+    Used by the table int_transactions_validated (batch) and by the speed layer of
+    realtime_transaction_features, which validates rows loaded since the last build the same way.
+-#}
+{% macro validate_transactions(transactions) %}
+    select
+        *,
+        -- chr(39) is a single quote: DuckDB escapes one in a literal as '', BigQuery as \'
+        case rejection_rule
+            when 'missing_key' then 'transaction_id is missing or not an integer'
+            when 'unparseable_timestamp'
+                then 'created_at ' || chr(39) || coalesce(raw_created_at, 'null') || chr(39) || ' is not a timestamp'
+            when 'non_numeric_amount'
+                then 'amount ' || chr(39) || coalesce(raw_amount, 'null') || chr(39) || ' is not a number'
+            when 'negative_amount' then 'amount ' || raw_amount || ' is negative'
+            when 'unknown_currency'
+                then 'currency ' || chr(39) || coalesce(currency, 'null') || chr(39) || ' is not a known currency'
+            when 'missing_fx_rate'
+                then 'no ' || currency || ' rate on or before '
+                    || cast(cast(created_at as date) as {{ dbt.type_string() }})
+            when 'unknown_user'
+                then 'user_id ' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null') || ' is not a known user'
+        end as rejection_reason,
+        cast(amount * rate_to_usd as {{ dbt.type_numeric() }}) as amount_usd
+    from (
+        select
+            *,
+            case
+                when transaction_id is null then 'missing_key'
+                when created_at is null then 'unparseable_timestamp'
+                when amount is null then 'non_numeric_amount'
+                when amount < 0 then 'negative_amount'
+                when not is_known_currency then 'unknown_currency'
+                when rate_to_usd is null then 'missing_fx_rate'
+                when user_id is null or not has_known_user then 'unknown_user'
+            end as rejection_rule
+        from (
+            select
+                transactions.*,
+                users.user_id is not null as has_known_user,
+                currencies.currency is not null as is_known_currency,
+                rates.rate_to_usd,
+                rates.valid_from_date as rate_date
+            from {{ transactions }} as transactions
+            left join (
+                select user_id from {{ ref('stg_app__users') }}
+                where user_id is not null
+            ) as users
+                on transactions.user_id = users.user_id
+            left join {{ ref('currencies') }} as currencies
+                on transactions.currency = currencies.currency
+            left join {{ ref('int_fx_rates_ranged') }} as rates
+                on
+                    transactions.currency = rates.currency
+                    and cast(transactions.created_at as date) >= rates.valid_from_date
+                    and cast(transactions.created_at as date) < rates.valid_to_date
+        ) as joined
+    ) as validated
+{% endmacro %}
