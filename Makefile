@@ -7,7 +7,8 @@ SEED ?= 42
 DEMO_DIR := data/demo
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo-data run test lint build docs docs-serve clean
+BENCH_SCALES ?= 100000,1000000,10000000
+.PHONY: help setup demo-data run test lint build bench docs docs-serve clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +37,9 @@ lint: setup ## sqlfluff on the dbt models, macros, tests and snapshots
 
 build: setup ## dbt build on the current warehouse
 	$(BIN)/dbt build
+
+bench: setup ## benchmark the pipeline at BENCH_SCALES transactions vs pandas and plain SQL (figures: data/bench/results.json)
+	$(BIN)/python -m bench.run --scales $(BENCH_SCALES)
 
 # the warehouse `make run` builds and the folder dbt writes the docs to (both follow the environment)
 WAREHOUSE = $(or $(ML_FEATURES_DUCKDB_PATH),$(or $(ML_FEATURES_DATA_DIR),data)/warehouse.duckdb)

@@ -102,7 +102,8 @@ def clean_users(raw: pd.DataFrame) -> pd.DataFrame:
     countries = pd.read_csv(REPO_ROOT / "seeds" / "country_codes.csv")
     group = dict(zip(countries["raw_value"], countries["country_group"], strict=True))
     users["country_group"] = users["country"].str.strip().str.lower().map(group).fillna("other")
-    users["age"] = users["age"].where(users["age"].between(0, 120))
+    age = users["age"].astype("float64")
+    users["age"] = age.where(age.between(0, 120))
     users["signup_at"] = to_utc(users["signup_at"])
     return users[["user_id", "age", "country_group", "signup_at"]]
 

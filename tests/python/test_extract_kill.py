@@ -4,7 +4,7 @@ The event stream is loaded once as of an earlier day. The next load (three days 
 `python -m extract` in a subprocess, with small Arrow chunks and one load worker so its load step
 has many jobs; it is killed with SIGKILL right after its first job landed in the warehouse.
 Staging's filter (rows of loads recorded in `_dlt_loads`) then sees exactly the first load's
-rows; the next run finishes the pending load, and every event is stored exactly once.
+rows; the next run finishes the pending load, and every delivered row is stored (at least) once.
 """
 
 import signal
@@ -29,6 +29,11 @@ def distinct_event_ids(space: Workspace) -> set[str]:
         for path in (space.demo_dir / "events").rglob("*.parquet")
         for event_id in pq.read_table(path, columns=["event_id"]).column("event_id").to_pylist()
     }
+
+
+def delivered_rows(space: Workspace) -> int:
+    """Rows in all the micro-batch files (an event delivered twice counts twice)."""
+    return sum(pq.read_metadata(path).num_rows for path in (space.demo_dir / "events").rglob("*.parquet"))
 
 
 def kill_after_first_job(space: Workspace) -> str:
@@ -62,26 +67,26 @@ def test_killed_load_is_invisible_and_the_next_run_completes_it(
     generate(space.demo_dir, seed=SEED, scale=SCALE, as_of=date(2026, 4, 1))
     load_source("events")
     visible_before = completed_rows(space, "events", "events")
-    assert visible_before == len(distinct_event_ids(space)) > 0
+    assert visible_before == delivered_rows(space) > len(distinct_event_ids(space)) > 0
 
     generate(space.demo_dir, seed=SEED, scale=SCALE, as_of=date(2026, 4, 20))
     killed = kill_after_first_job(space)
 
-    # the killed load reached the warehouse (its first job's rows are in the staging dataset) ...
-    [(landed,)] = space.query(f"select count(*) from raw_events_staging.events where _dlt_load_id = '{killed}'")
+    # the killed load reached the raw table (its first job's rows were appended) ...
+    [(landed,)] = space.query(f"select count(*) from raw_events.events where _dlt_load_id = '{killed}'")
     assert landed > 0
     # ... but is not recorded as completed, so staging's filter still sees exactly the first load
     assert not space.query(f"select * from raw_events._dlt_loads where load_id = '{killed}'")
     assert completed_rows(space, "events", "events") == visible_before
-    [(unfinished,)] = space.query(
-        "select count(*) from raw_events.events "
-        "where _dlt_load_id not in (select load_id from raw_events._dlt_loads where status = 0)"
-    )
-    assert unfinished == 0
 
     finished = load_source("events")
     assert finished.resumed == [killed]
     [(status,)] = space.query(f"select status from raw_events._dlt_loads where load_id = '{killed}'")
     assert status == 0
-    [(rows, distinct)] = space.query("select count(*), count(distinct event_id) from raw_events.events")
-    assert rows == distinct == len(distinct_event_ids(space)) == completed_rows(space, "events", "events")
+    # every delivered row is in raw; a job that committed just before the kill may be loaded again
+    # by the resumed load (same _dlt_id), which staging's deduplication on event_id absorbs
+    [(rows, row_ids, distinct)] = space.query(
+        "select count(*), count(distinct _dlt_id), count(distinct event_id) from raw_events.events"
+    )
+    assert row_ids == delivered_rows(space) and rows == completed_rows(space, "events", "events")
+    assert distinct == len(distinct_event_ids(space))

@@ -372,14 +372,14 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
     failed = failed_by_name(tested)
     unknown_status_test = "accepted_values_int_transactions_cleaned_status__pending__completed__failed__refunded"
     assert set(failed) == {
-        "not_null_stg_app__transactions_updated_at",
+        "not_null_int_transactions_validated_updated_at",
         unknown_status_test,
         "unique_combination_stg_fx__rates_rate_date__currency",
         "unique_combination_int_fx_rates_ranged_currency__valid_from_date",
         "null_rate_below_int_users_cleaned_age__0_5",
     }, tested.failures
 
-    [null_cursor] = stored_failures(warehouse_copy, failed["not_null_stg_app__transactions_updated_at"])
+    [null_cursor] = stored_failures(warehouse_copy, failed["not_null_int_transactions_validated_updated_at"])
     assert null_cursor["transaction_id"] == 900101
     assert stored_failures(warehouse_copy, failed[unknown_status_test]) == [{"value_field": "disputed", "n_records": 1}]
     [twin_rate] = stored_failures(warehouse_copy, failed["unique_combination_stg_fx__rates_rate_date__currency"])

@@ -32,7 +32,8 @@ ranked as (
             as rows_in_raw,
         row_number() over (
             partition by event_id, case when event_id is null then source_row_id end
-            order by source_load_id, source_row_id
+            -- the first delivery: the earliest load, then the earliest batch file within it
+            order by source_load_id, source_batch_file, source_row_id
         ) as delivery_rank
     from typed
 ),
