@@ -207,9 +207,9 @@ def messy_case(values: list[str], styles: np.ndarray) -> list[str]:
 
 
 def ids_text(prefix: str, ids: np.ndarray, width: int) -> pa.Array:
-    """Zero-padded string ids like 'evt_000000123', built in Arrow."""
-    digits = pc.utf8_lpad(pc.cast(pa.array(ids, pa.int64()), pa.string()), width, "0")
-    return pc.binary_join_element_wise(prefix, digits, "")
+    """Zero-padded string ids like 'evt_000000123', built in Arrow (64-bit offsets: 50M ids pass 2 GB)."""
+    digits = pc.utf8_lpad(pc.cast(pa.array(ids, pa.int64()), pa.large_string()), width, "0")
+    return pc.binary_join_element_wise(pa.scalar(prefix, pa.large_string()), digits, pa.scalar("", pa.large_string()))
 
 
 def pick_weighted(rng: np.random.Generator, n: int, shares: list[float]) -> np.ndarray:
@@ -794,13 +794,27 @@ def deliver(rng: np.random.Generator, events: dict[str, np.ndarray], window: Win
             "event_id": ids_text("evt_", event_number[rows], 9),
             "user_id": pa.array(events["user_index"][rows] + 1, pa.int64()),
             "session_id": ids_text("ses_", events["session_id"][rows], 9),
-            "event_type": pa.array(EVENT_TYPES[events["event_type"][rows]].tolist(), pa.string()),
-            "device_type": pa.array(DEVICES[events["device"][rows]].tolist(), pa.string()),
+            "event_type": pa.array(EVENT_TYPES.tolist(), pa.large_string()).take(events["event_type"][rows]),
+            "device_type": pa.array(DEVICES.tolist(), pa.large_string()).take(events["device"][rows]),
             "occurred_at": pa.array(events["occurred_us"][rows], pa.timestamp("us", tz="UTC")),
-            "properties": properties.take(pa.array(events["properties"][rows])),
+            "properties": properties.cast(pa.large_string()).take(pa.array(events["properties"][rows])),
         }
     )
     return Events(table, batch)
+
+
+# the micro-batch files' schema (the whole stream is built with 64-bit string offsets)
+FILE_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("user_id", pa.int64()),
+        ("session_id", pa.string()),
+        ("event_type", pa.string()),
+        ("device_type", pa.string()),
+        ("occurred_at", pa.timestamp("us", tz="UTC")),
+        ("properties", pa.string()),
+    ]
+)
 
 
 def write_events(events: Events, out: Path, window: Window) -> tuple[int, set[Path]]:
@@ -815,7 +829,7 @@ def write_events(events: Events, out: Path, window: Window) -> tuple[int, set[Pa
         begins = window.start + batch * BATCH_SECONDS
         stamp = datetime.fromtimestamp(begins, UTC)
         path = out / f"date={stamp:%Y-%m-%d}" / f"batch-{stamp:%H}.parquet"
-        write_parquet(events.table.slice(low, high - low), path, begins + BATCH_SECONDS)
+        write_parquet(events.table.slice(low, high - low).cast(FILE_SCHEMA), path, begins + BATCH_SECONDS)
         written.add(path)
     return int(bounds[last_batch]), written
 

@@ -196,14 +196,19 @@ def model_row_counts(
     """Rows of every relation the build made (rows_out) and of its direct parents (rows_in).
 
     DuckDB's run_results.json carries no row counts for models, so each relation is counted once.
+    The serving views of the marts (the realtime view) are not counted: counting one computes its
+    speed layer over every staged row (17 s at 1M transactions); the tables they serve are counted.
     """
     nodes = {**manifest.get("nodes", {}), **manifest.get("sources", {})}
     counted: dict[str, int | None] = {}
 
     def rows_of(unique_id: str) -> int | None:
         if unique_id not in counted:
-            relation = (nodes.get(unique_id) or {}).get("relation_name")
-            counted[unique_id] = count_rows(connection, relation) if relation else None
+            definition = nodes.get(unique_id) or {}
+            relation = definition.get("relation_name")
+            fqn = definition.get("fqn") or []
+            serving_view = (definition.get("config") or {}).get("materialized") == "view" and "marts" in fqn[1:2]
+            counted[unique_id] = count_rows(connection, relation) if relation and not serving_view else None
         return counted[unique_id]
 
     result = []
