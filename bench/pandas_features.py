@@ -187,28 +187,36 @@ def history_windows(transactions: pd.DataFrame, events: pd.DataFrame) -> pd.Data
     features = features.merge(moments, on=["user_id", "created_at"], how="left")
     features["seconds_since_prev_txn"] = (features["created_at"] - features["previous_at"]).dt.total_seconds()
 
-    # events of the user in the 30 minutes before: roll over events and transactions together
-    activity = pd.concat(
-        [
-            events.rename(columns={"occurred_at": "at"}).assign(is_event=1.0, transaction_id=-1),
-            features[["user_id", "created_at", "transaction_id"]]
-            .rename(columns={"created_at": "at"})
-            .assign(is_event=0.0),
-        ],
-        ignore_index=True,
-    ).sort_values(["user_id", "at"])
-    session = activity.set_index("at").groupby("user_id")["is_event"].rolling("30min", closed="left").sum()
-    activity["session_events_before_txn"] = session.fillna(0).astype("int64").to_numpy()
-    session_counts = activity.loc[activity["transaction_id"] >= 0, ["transaction_id", "session_events_before_txn"]]
-    return features.merge(session_counts, on="transaction_id", how="left")
+    # events of the user in [t - 30 min, t): the user's running event count strictly before t minus
+    # the one strictly before t - 30 min, each found with merge_asof (a rolling window over events and
+    # transactions together needs five times the memory: about 20 GB at 10M transactions)
+    stream = events.sort_values("occurred_at", kind="stable")
+    stream = stream.assign(seen=stream.groupby("user_id").cumcount() + 1)
+    session = features[["transaction_id", "user_id", "created_at"]].sort_values("created_at")
+
+    def events_before(moment: pd.Series) -> np.ndarray:
+        found = pd.merge_asof(
+            session.assign(moment=moment),
+            stream,
+            left_on="moment",
+            right_on="occurred_at",
+            by="user_id",
+            allow_exact_matches=False,
+        )
+        return found["seen"].fillna(0).to_numpy("int64")
+
+    window_start = session["created_at"] - pd.Timedelta(minutes=30)
+    session["session_events_before_txn"] = events_before(session["created_at"]) - events_before(window_start)
+    return features.merge(session[["transaction_id", "session_events_before_txn"]], on="transaction_id", how="left")
 
 
 def features(raw: dict[str, pd.DataFrame], run_date: dt.date) -> pd.DataFrame:
-    """`fct_transaction_features` without the loyalty tier, from the raw tables."""
-    users = clean_users(raw["users"])
-    transactions = clean_transactions(raw["transactions"], users, raw["rates"])
-    events = clean_events(raw["events"], users)
-    rows = history_windows(transactions, events).merge(users, on="user_id", how="inner")
+    """`fct_transaction_features` without the loyalty tier, from the raw tables (consumed: emptied)."""
+    users = clean_users(raw.pop("users"))  # each raw frame is dropped once cleaned: memory
+    transactions = clean_transactions(raw.pop("transactions"), users, raw.pop("rates"))
+    rows = history_windows(transactions, clean_events(raw.pop("events"), users))
+    del transactions
+    rows = rows.merge(users, on="user_id", how="inner")
 
     created = rows["created_at"]
     rows["hour_of_day"] = created.dt.hour
@@ -234,9 +242,10 @@ def features(raw: dict[str, pd.DataFrame], run_date: dt.date) -> pd.DataFrame:
     rows["is_age_imputed"] = rows["age"].isna()
     rows["age"] = rows["age"].fillna(median_age)
 
-    chargebacks = raw["chargebacks"].assign(
-        transaction_id=to_number(raw["chargebacks"]["transaction_id"]),
-        reported_at=to_utc(raw["chargebacks"]["reported_at"]),
+    chargebacks = raw.pop("chargebacks")
+    chargebacks = chargebacks.assign(
+        transaction_id=to_number(chargebacks["transaction_id"]),
+        reported_at=to_utc(chargebacks["reported_at"]),
     )
     chargebacks = chargebacks.dropna(subset=["transaction_id", "reported_at"])
     first_report = chargebacks.groupby("transaction_id")["reported_at"].min().rename("first_reported_at")
