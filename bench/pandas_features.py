@@ -20,41 +20,21 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.train import BOOLEAN_FEATURES, LABEL, NUMERIC_FEATURES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABEL_WINDOW = pd.Timedelta(days=60)
 TRAIN_FRACTION = 0.70
+# the columns of fct_transaction_features it computes: ids, amount, the model's features, the label
 FEATURE_COLUMNS = [
     "transaction_id",
     "user_id",
     "created_at",
     "transaction_date",
     "amount_usd",
-    "amount_usd_scaled",
-    "is_amount_outlier",
-    "hour_of_day",
-    "day_of_week",
-    "is_weekend",
-    "user_txn_count_1d",
-    "user_txn_count_7d",
-    "user_txn_count_30d",
-    "user_amount_sum_7d",
-    "user_amount_sum_30d",
-    "user_amount_mean_30d",
-    "seconds_since_prev_txn",
-    "session_events_before_txn",
-    "user_tenure_days",
-    "age",
-    "is_age_imputed",
-    "country_us",
-    "country_uk",
-    "country_ca",
-    "country_au",
-    "country_other",
-    "device_mobile",
-    "device_desktop",
-    "device_tablet",
-    "device_other",
-    "is_fraud",
+    *NUMERIC_FEATURES,
+    *BOOLEAN_FEATURES,
+    LABEL,
     "is_label_matured",
 ]
 
