@@ -159,7 +159,9 @@ def run_scale(scale: int, root: Path, memory_limit: str, extract_memory_limit: s
         "ML_FEATURES_DUCKDB_MEMORY_LIMIT": memory_limit,
     }
     print(
-        f"\nscale {scale:,} transactions ({START} .. {END}), DuckDB memory_limit {memory_limit}; log: {log}", flush=True
+        f"\nscale {scale:,} transactions ({START} .. {END}), DuckDB memory_limit {memory_limit} "
+        f"(extract {extract_memory_limit}); log: {log}",
+        flush=True,
     )
     steps: dict[str, Step] = {}
 
@@ -311,7 +313,8 @@ def targets(results: list[dict[str, object]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="100000,1000000,10000000", help="comma-separated transaction counts")
-    parser.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit for every connection")
+    parser.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit of dbt, export, train, SQL replay")
+    parser.add_argument("--extract-memory-limit", default="3GB", help="DuckDB memory_limit of dlt's loads")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "data" / "bench")
     args = parser.parse_args(argv)
     scales = [int(value.replace("_", "")) for value in args.scales.split(",") if value.strip()]
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for scale in scales:
         try:
-            results.append(run_scale(scale, args.workdir, args.memory_limit))
+            results.append(run_scale(scale, args.workdir, args.memory_limit, args.extract_memory_limit))
         except BenchFailed as error:
             print(f"bench failed at scale {scale:,}: {error}", file=sys.stderr)
             return 1
