@@ -8,6 +8,7 @@ DEMO_DIR := data/demo
 
 .DEFAULT_GOAL := help
 BENCH_SCALES ?= 100000,1000000,10000000
+BENCH_MEMORY_LIMIT ?= 2GB
 .PHONY: help setup demo-data run test lint build bench docs docs-serve clean
 
 help: ## list the targets
@@ -39,7 +40,7 @@ build: setup ## dbt build on the current warehouse
 	$(BIN)/dbt build
 
 bench: setup ## benchmark the pipeline at BENCH_SCALES transactions vs pandas and plain SQL (figures: data/bench/results.json)
-	$(BIN)/python -m bench.run --scales $(BENCH_SCALES)
+	$(BIN)/python -m bench.run --scales $(BENCH_SCALES) --memory-limit $(BENCH_MEMORY_LIMIT)
 
 # the warehouse `make run` builds and the folder dbt writes the docs to (both follow the environment)
 WAREHOUSE = $(or $(ML_FEATURES_DUCKDB_PATH),$(or $(ML_FEATURES_DATA_DIR),data)/warehouse.duckdb)
