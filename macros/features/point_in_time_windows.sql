@@ -10,9 +10,14 @@
     seconds_since_prev_txn is right however long ago that was. Callers keep the rows of the days
     they build, which must start at least 30 days after `history_start`.
 
-    Two window passes: the transaction windows over the user's transactions only, and the session
-    window over transactions and events together (one frame over the much larger event stream, not
-    six: a third of the time at 1M transactions and 5M events), joined on transaction_id.
+    Built to stay within a small memory limit at 10M transactions and 50M events:
+      * the transaction windows sort only the four columns they need (id, user, time, amount);
+        the other columns join back on transaction_id;
+      * the session window (events in [t - 30 min, t)) is not a window over transactions and
+        events together (a sort of every event) but a range join on user and hour: an event can
+        only fall in the 30 minutes before a transaction of its own hour or of the next one, so
+        each event is matched under both hours and the join keeps those in range. The hash join
+        holds only the transactions and streams the events.
 
     `transactions` is shaped like int_transactions_cleaned, `events` has user_id and occurred_at
     (relation or CTE names); `history_start` is a SQL date expression. Used by the batch model
@@ -20,15 +25,16 @@
     never compute a feature differently.
 -#}
 {% macro point_in_time_windows(transactions, events, history_start) %}
+    {%- set session_us = days_in_microseconds(30 / 1440) %}
     select
         ---------- the transaction
-        transaction_history.transaction_id,
-        transaction_history.user_id,
-        transaction_history.created_at,
-        transaction_history.transaction_date,
-        transaction_history.amount_usd,
-        transaction_history.device_group,
-        transaction_history.source_load_id,
+        transactions_in_range.transaction_id,
+        transactions_in_range.user_id,
+        transactions_in_range.created_at,
+        transactions_in_range.transaction_date,
+        transactions_in_range.amount_usd,
+        transactions_in_range.device_group,
+        transactions_in_range.source_load_id,
         ---------- its user's history before it
         transaction_history.user_txn_count_1d,
         transaction_history.user_txn_count_7d,
@@ -38,15 +44,10 @@
         transaction_history.user_amount_mean_30d,
         transaction_history.seconds_since_prev_txn,
         coalesce(sessions.session_events_before_txn, 0) as session_events_before_txn
-    from (
+    from {{ transactions }} as transactions_in_range
+    inner join (
         select
             transaction_id,
-            user_id,
-            created_at,
-            transaction_date,
-            amount_usd,
-            device_group,
-            source_load_id,
             cast(count(*) over last_1d as {{ dbt.type_int() }}) as user_txn_count_1d,
             cast(count(*) over last_7d as {{ dbt.type_int() }}) as user_txn_count_7d,
             cast(count(*) over last_30d as {{ dbt.type_int() }}) as user_txn_count_30d,
@@ -56,7 +57,9 @@
             (at_us - max(at_us) over all_before) / 1000000.0 as seconds_since_prev_txn
         from (
             select
-                *,
+                transaction_id,
+                user_id,
+                amount_usd,
                 {{ epoch_microseconds('created_at') }} as at_us
             from {{ transactions }}
             where transaction_date >= {{ history_start }}
@@ -66,11 +69,16 @@
             -- each user's latest transaction before the history: seconds_since_prev_txn of their first
             -- transaction in it
             select
-                {{ star_except(['recency_rank']) }},
+                transaction_id,
+                user_id,
+                amount_usd,
                 {{ epoch_microseconds('created_at') }} as at_us
             from (
                 select
-                    *,
+                    transaction_id,
+                    user_id,
+                    amount_usd,
+                    created_at,
                     row_number() over (
                         partition by user_id order by created_at desc, transaction_id desc
                     ) as recency_rank
@@ -86,39 +94,46 @@
             last_30d as (by_user range between {{ days_in_microseconds(30) }} preceding and 1 preceding),
             all_before as (by_user range between unbounded preceding and 1 preceding)
     ) as transaction_history
+        on transactions_in_range.transaction_id = transaction_history.transaction_id
     left join (
         select
-            transaction_id,
-            session_events_before_txn
+            transactions_by_hour.transaction_id,
+            cast(count(*) as {{ dbt.type_int() }}) as session_events_before_txn
         from (
             select
                 transaction_id,
-                cast(sum(is_event) over (
-                    partition by user_id order by at_us
-                    range between {{ days_in_microseconds(30 / 1440) }} preceding and 1 preceding
-                ) as {{ dbt.type_int() }}) as session_events_before_txn
-            from (
-                select
-                    transaction_id,
-                    user_id,
-                    {{ epoch_microseconds('created_at') }} as at_us,
-                    0 as is_event
-                from {{ transactions }}
-                where transaction_date >= {{ history_start }}
-
+                user_id,
+                {{ epoch_microseconds('created_at') }} as at_us,
+                cast({{ dbt.date_trunc('hour', 'created_at') }} as {{ dbt.type_timestamp() }}) as activity_hour
+            from {{ transactions }}
+            where transaction_date >= {{ history_start }}
+        ) as transactions_by_hour
+        inner join (
+            -- each event under its own hour and the next: the two hours whose transactions it can
+            -- precede (one scan of the events, each row twice)
+            select
+                events_in_range.user_id,
+                {{ epoch_microseconds('events_in_range.occurred_at') }} as at_us,
+                cast(
+                    {{ dbt.dateadd(
+                        'hour', 'hour_offsets.hours_after', dbt.date_trunc('hour', 'events_in_range.occurred_at')
+                    ) }} as {{ dbt.type_timestamp() }}
+                ) as activity_hour
+            from {{ events }} as events_in_range
+            cross join (
+                select 0 as hours_after
                 union all
-
-                select
-                    cast(null as {{ dbt.type_bigint() }}) as transaction_id,
-                    user_id,
-                    {{ epoch_microseconds('occurred_at') }} as at_us,
-                    1 as is_event
-                from {{ events }}
-                where occurred_at >= cast({{ history_start }} as {{ dbt.type_timestamp() }})
-            ) as activity
-        ) as activity_windowed
-        where transaction_id is not null
+                select 1 as hours_after
+            ) as hour_offsets
+            where events_in_range.occurred_at >= cast({{ history_start }} as {{ dbt.type_timestamp() }})
+        ) as events_by_hour
+            on
+                transactions_by_hour.user_id = events_by_hour.user_id
+                and transactions_by_hour.activity_hour = events_by_hour.activity_hour
+                and events_by_hour.at_us >= transactions_by_hour.at_us - {{ session_us }}
+                and events_by_hour.at_us < transactions_by_hour.at_us
+        group by transactions_by_hour.transaction_id
     ) as sessions
-        on transaction_history.transaction_id = sessions.transaction_id
-    where transaction_history.transaction_date >= {{ history_start }}
+        on transactions_in_range.transaction_id = sessions.transaction_id
+    where transactions_in_range.transaction_date >= {{ history_start }}
 {% endmacro %}

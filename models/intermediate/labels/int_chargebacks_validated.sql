@@ -6,8 +6,11 @@ chargebacks as (
     select * from {{ ref('stg_chargebacks__chargebacks') }}
 ),
 
+-- every staged transaction, valid or quarantined: a chargeback of a quarantined transaction is
+-- still a report about a known transaction (read from the table, not staging's view, which would
+-- deduplicate the raw transactions again)
 transactions as (
-    select transaction_id from {{ ref('stg_app__transactions') }}
+    select transaction_id from {{ ref('int_transactions_validated') }}
     where transaction_id is not null
 ),
 
