@@ -402,7 +402,7 @@ def token_problems(
             yield token.line, "ilike is not BigQuery: write lower(x) like lower(pattern)"
         elif kind == TokenType.STAR and after is not None and after.text.lower() == "exclude":
             not_calls.add(index + 1)
-            yield after.line, "`* exclude (...)` is DuckDB: BigQuery writes `* except (...)` (macro star_except())"
+            yield after.line, "`* exclude (...)` is DuckDB: BigQuery writes `* except (...)`: name the columns"
         elif kind == TokenType.DISTINCT and after is not None and after.token_type == TokenType.ON:
             yield token.line, "`distinct on` is DuckDB: use qualify row_number() over (...) = 1"
         elif kind == TokenType.FILTER and after is not None and after.token_type == TokenType.L_PAREN:

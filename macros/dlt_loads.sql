@@ -30,3 +30,61 @@
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
+
+
+
+{#-
+    keep_one_per_key(relation, source_name, key, order_by): the raw rows of `relation` in completed
+    loads, one per `key` (the first by `order_by`): every column, plus `rows_in_raw` (how many raw
+    rows had the key). Rows whose key is null are never collapsed together: each stays, for
+    quarantine. `key` and `order_by` are SQL over the raw columns, unqualified.
+
+    Only the rows of repeated keys are ranked. They are found by a group-by, which DuckDB spills to
+    disk: a window over every raw row ran out of memory at 10M transactions and 50M events. The
+    group-by and the ranking read only the columns they need; the wide rows are read once.
+-#}
+{% macro keep_one_per_key(relation, source_name, key, order_by) %}
+    select *
+    from (
+        with
+
+        repeated_keys as (
+            select
+                {{ key }} as dedup_key,
+                count(*) as rows_in_raw
+            from {{ relation }}
+            where
+                _dlt_load_id in ({{ completed_loads(source_name) }})
+                and {{ key }} is not null
+            group by {{ key }}
+            having count(*) > 1
+        ),
+
+        kept_repeats as (
+            select row_id
+            from (
+                select
+                    repeats._dlt_id as row_id,
+                    row_number() over (partition by repeated_keys.dedup_key order by {{ order_by }}) as key_rank
+                from {{ relation }} as repeats
+                inner join repeated_keys
+                    on {{ key }} = repeated_keys.dedup_key
+                where repeats._dlt_load_id in ({{ completed_loads(source_name) }})
+            ) as ranked
+            where key_rank = 1
+        )
+
+        select
+            deliveries.*,
+            coalesce(repeated_keys.rows_in_raw, 1) as rows_in_raw
+        from {{ relation }} as deliveries
+        left join repeated_keys
+            on {{ key }} = repeated_keys.dedup_key
+        where
+            deliveries._dlt_load_id in ({{ completed_loads(source_name) }})
+            and (
+                repeated_keys.dedup_key is null
+                or deliveries._dlt_id in (select kept_repeats.row_id from kept_repeats)
+            )
+    ) as one_per_key
+{% endmacro %}

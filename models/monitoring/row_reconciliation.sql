@@ -3,61 +3,47 @@
 -- quarantined; not kept, it is a duplicate staging removed (another row with its key was kept,
 -- maybe from another load). Monitoring reads the raw tables, as staging does, because counting
 -- them is the point: nothing between raw and the cleaned models may lose a row.
+{#- each raw table, the dbt source it belongs to, and the relation holding the rows staging kept of
+    it (for transactions and events the validated tables, which hold every staged row: computing
+    staging's deduplication again would cost a full pass) -#}
+{%- set raw_tables = [
+    ('app.users', source('app', 'users'), 'app', ref('stg_app__users')),
+    ('app.transactions', source('app', 'transactions'), 'app', ref('int_transactions_validated')),
+    ('events.events', source('events', 'events'), 'events', ref('int_events_validated')),
+    ('fx.rates', source('fx', 'rates'), 'fx', ref('stg_fx__rates')),
+    ('chargebacks.chargebacks', source('chargebacks', 'chargebacks'), 'chargebacks', ref('stg_chargebacks__chargebacks')),
+] %}
 with
 
-raw_rows as (
+-- every raw row of a completed load, and whether staging kept it: a raw row no staged row names
+-- is a duplicate staging removed. One semi-join per table, on the row id alone (a staged row that
+-- appeared twice would not count its raw row twice: it shows as more staged than raw rows).
+raw_counts as (
+    {%- for source_table, raw_relation, source_name, staged_relation in raw_tables %}
     select
-        'app.users' as source_table,
-        _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id
-    from {{ source('app', 'users') }}
-    where _dlt_load_id in ({{ completed_loads('app') }})
-
+        '{{ source_table }}' as source_table,
+        source_load_id,
+        count(*) as raw_rows,
+        sum(case when is_staged then 0 else 1 end) as duplicates_removed
+    from (
+        select
+            _dlt_load_id as source_load_id,
+            _dlt_id in (select kept.source_row_id from {{ staged_relation }} as kept) as is_staged
+        from {{ raw_relation }}
+        where _dlt_load_id in ({{ completed_loads(source_name) }})
+    ) as raw_rows
+    group by source_load_id
+    {% if not loop.last %}
     union all
-
-    select
-        'app.transactions' as source_table,
-        _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id
-    from {{ source('app', 'transactions') }}
-    where _dlt_load_id in ({{ completed_loads('app') }})
-
-    union all
-
-    select
-        'events.events' as source_table,
-        _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id
-    from {{ source('events', 'events') }}
-    where _dlt_load_id in ({{ completed_loads('events') }})
-
-    union all
-
-    select
-        'fx.rates' as source_table,
-        _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id
-    from {{ source('fx', 'rates') }}
-    where _dlt_load_id in ({{ completed_loads('fx') }})
-
-    union all
-
-    select
-        'chargebacks.chargebacks' as source_table,
-        _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id
-    from {{ source('chargebacks', 'chargebacks') }}
-    where _dlt_load_id in ({{ completed_loads('chargebacks') }})
+    {% endif %}
+    {%- endfor %}
 ),
 
--- the rows staging kept (for transactions and events, read from the validated tables, which hold
--- every staged row: computing staging's deduplication again would cost a full pass);
--- rows_in_raw - 1 is how many duplicates staging says it collapsed into each
+-- the rows staging kept; rows_in_raw - 1 is how many duplicates staging says it collapsed into each
 staged_rows as (
     select
         'app.users' as source_table,
         source_load_id,
-        source_row_id,
         rows_in_raw
     from {{ ref('stg_app__users') }}
 
@@ -66,7 +52,6 @@ staged_rows as (
     select
         'app.transactions' as source_table,
         source_load_id,
-        source_row_id,
         rows_in_raw
     from {{ ref('int_transactions_validated') }}
 
@@ -75,7 +60,6 @@ staged_rows as (
     select
         'events.events' as source_table,
         source_load_id,
-        source_row_id,
         rows_in_raw
     from {{ ref('int_events_validated') }}
 
@@ -84,7 +68,6 @@ staged_rows as (
     select
         'fx.rates' as source_table,
         source_load_id,
-        source_row_id,
         1 as rows_in_raw
     from {{ ref('stg_fx__rates') }}
 
@@ -93,7 +76,6 @@ staged_rows as (
     select
         'chargebacks.chargebacks' as source_table,
         source_load_id,
-        source_row_id,
         1 as rows_in_raw
     from {{ ref('stg_chargebacks__chargebacks') }}
 ),
@@ -138,29 +120,6 @@ valid_rows as (
 
 quarantined_rows as (
     select * from {{ ref('int_quarantined_rows') }}
-),
-
-raw_counts as (
-    select
-        source_table,
-        source_load_id,
-        count(*) as raw_rows
-    from raw_rows
-    group by source_table, source_load_id
-),
-
-removed_counts as (
-    select
-        raw_rows.source_table,
-        raw_rows.source_load_id,
-        count(*) as duplicates_removed
-    from raw_rows
-    left join staged_rows
-        on
-            raw_rows.source_table = staged_rows.source_table
-            and raw_rows.source_row_id = staged_rows.source_row_id
-    where staged_rows.source_row_id is null
-    group by raw_rows.source_table, raw_rows.source_load_id
 ),
 
 staged_counts as (
@@ -233,7 +192,7 @@ reconciled as (
         loads.source_load_id,
         coalesce(raw_counts.raw_rows, 0) as raw_rows,
         coalesce(staged_counts.staged_rows, 0) as staged_rows,
-        coalesce(removed_counts.duplicates_removed, 0) as duplicates_removed,
+        coalesce(raw_counts.duplicates_removed, 0) as duplicates_removed,
         coalesce(staged_counts.duplicates_counted_by_staging, 0) as duplicates_counted_by_staging,
         coalesce(valid_counts.valid_rows, 0) as valid_rows,
         coalesce(quarantined_counts.quarantined_rows, 0) as quarantined_rows
@@ -246,10 +205,6 @@ reconciled as (
         on
             loads.source_table = staged_counts.source_table
             and loads.source_load_id = staged_counts.source_load_id
-    left join removed_counts
-        on
-            loads.source_table = removed_counts.source_table
-            and loads.source_load_id = removed_counts.source_load_id
     left join valid_counts
         on
             loads.source_table = valid_counts.source_table

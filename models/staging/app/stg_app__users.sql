@@ -1,8 +1,13 @@
+-- users change after insert: the latest version of a user id is kept (the latest updated_at, then
+-- the latest load), rows_in_raw counts them all.
 with
 
-source as (
-    select * from {{ source('app', 'users') }}
-    where _dlt_load_id in ({{ completed_loads('app') }})
+deduplicated as (
+    {{ keep_one_per_key(
+        source('app', 'users'), 'app',
+        key=safe_to_integer('user_id'),
+        order_by=safe_to_timestamp('updated_at') ~ ' desc nulls last, _dlt_load_id desc, _dlt_id asc'
+    ) }}
 ),
 
 typed as (
@@ -23,27 +28,10 @@ typed as (
         cast(signup_at as {{ dbt.type_string() }}) as raw_signup_at,
         ---------- lineage
         _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id
-    from source
-),
-
-ranked as (
-    select
-        *,
-        -- rows without a usable key are never collapsed together: each stays for quarantine
-        count(*) over (partition by user_id, case when user_id is null then source_row_id end)
-            as rows_in_raw,
-        row_number() over (
-            partition by user_id, case when user_id is null then source_row_id end
-            order by updated_at desc nulls last, source_load_id desc, source_row_id asc
-        ) as version_rank
-    from typed
-),
-
-deduplicated as (
-    select {{ star_except(["version_rank"]) }}
-    from ranked
-    where version_rank = 1
+        _dlt_id as source_row_id,
+        ---------- deduplication
+        rows_in_raw
+    from deduplicated
 )
 
-select * from deduplicated
+select * from typed

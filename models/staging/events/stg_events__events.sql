@@ -1,51 +1,13 @@
--- At-least-once delivery repeats about one event in a hundred. The deduplication ranks only the
--- deliveries of repeated event ids, found by a group-by (which DuckDB spills to disk): a window
--- over every delivery of 50M events ran out of 12 GB of memory.
+-- At-least-once delivery repeats about one event in a hundred: the first delivery of an event id
+-- is kept (the earliest load, then the earliest batch file within it), rows_in_raw counts them all.
 with
 
-source as (
-    select * from {{ source('events', 'events') }}
-    where _dlt_load_id in ({{ completed_loads('events') }})
-),
-
-redelivered as (
-    select
-        event_id,
-        count(*) as rows_in_raw
-    from source
-    where event_id is not null
-    group by event_id
-    having count(*) > 1
-),
-
-first_deliveries as (
-    select source_row_id
-    from (
-        select
-            source._dlt_id as source_row_id,
-            row_number() over (
-                partition by source.event_id
-                -- the first delivery: the earliest load, then the earliest batch file within it
-                order by source._dlt_load_id, source._batch_file, source._dlt_id
-            ) as delivery_rank
-        from source
-        inner join redelivered
-            on source.event_id = redelivered.event_id
-    ) as ranked
-    where delivery_rank = 1
-),
-
 deduplicated as (
-    select
-        source.*,
-        coalesce(redelivered.rows_in_raw, 1) as rows_in_raw
-    from source
-    left join redelivered
-        on source.event_id = redelivered.event_id
-    -- rows without an event id are never collapsed together: each stays for quarantine
-    where
-        redelivered.event_id is null
-        or source._dlt_id in (select first_deliveries.source_row_id from first_deliveries)
+    {{ keep_one_per_key(
+        source('events', 'events'), 'events',
+        key='event_id',
+        order_by='_dlt_load_id, _batch_file, _dlt_id'
+    ) }}
 ),
 
 typed as (
