@@ -20,22 +20,22 @@ with
 -- appeared twice would not count its raw row twice: it shows as more staged than raw rows).
 raw_counts as (
     {%- for source_table, raw_relation, source_name, staged_relation in raw_tables %}
-    select
-        '{{ source_table }}' as source_table,
-        source_load_id,
-        count(*) as raw_rows,
-        sum(case when is_staged then 0 else 1 end) as duplicates_removed
-    from (
         select
-            _dlt_load_id as source_load_id,
-            _dlt_id in (select kept.source_row_id from {{ staged_relation }} as kept) as is_staged
-        from {{ raw_relation }}
-        where _dlt_load_id in ({{ completed_loads(source_name) }})
-    ) as raw_rows
-    group by source_load_id
-    {% if not loop.last %}
-    union all
-    {% endif %}
+            '{{ source_table }}' as source_table,
+            source_load_id,
+            count(*) as raw_rows,
+            sum(case when is_staged then 0 else 1 end) as duplicates_removed
+        from (
+            select
+                _dlt_load_id as source_load_id,
+                _dlt_id in (select kept.source_row_id from {{ staged_relation }} as kept) as is_staged
+            from {{ raw_relation }}
+            where _dlt_load_id in ({{ completed_loads(source_name) }})
+        ) as raw_rows
+        group by source_load_id
+        {% if not loop.last %}
+            union all
+        {% endif %}
     {%- endfor %}
 ),
 
