@@ -66,26 +66,18 @@
 
             union all
 
-            -- each user's latest transaction before the history: seconds_since_prev_txn of their first
-            -- transaction in it
+            -- each user's latest transaction time before the history: seconds_since_prev_txn of their
+            -- first transaction in it (a group-by, not a window over every earlier transaction, which
+            -- ran out of 2 GB on an incremental run at 10M; it is 31 days before the first day built,
+            -- so only seconds_since_prev_txn sees it)
             select
-                transaction_id,
+                cast(null as {{ dbt.type_bigint() }}) as transaction_id,
                 user_id,
-                amount_usd,
-                {{ epoch_microseconds('created_at') }} as at_us
-            from (
-                select
-                    transaction_id,
-                    user_id,
-                    amount_usd,
-                    created_at,
-                    row_number() over (
-                        partition by user_id order by created_at desc, transaction_id desc
-                    ) as recency_rank
-                from {{ transactions }}
-                where transaction_date < {{ history_start }}
-            ) as earlier_transactions
-            where recency_rank = 1
+                cast(null as {{ dbt.type_numeric() }}) as amount_usd,
+                max({{ epoch_microseconds('created_at') }}) as at_us
+            from {{ transactions }}
+            where transaction_date < {{ history_start }}
+            group by user_id
         ) as transactions_in_history
         window
             by_user as (partition by user_id order by at_us),
