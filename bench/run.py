@@ -264,7 +264,8 @@ def summary(figures: dict[str, object]) -> str:
             f"vs the same SQL run directly {figures['direct_sql_seconds']:.1f} s: {figures['dbt_overhead_ratio']:.2f}x",
             f"  pandas {figures['pandas_seconds']:.1f} s vs SQL {figures['sql_feature_seconds']:.1f} s "
             "for the same features: "
-            f"SQL {figures['pandas_speed_ratio']:.1f}x faster; outputs agree: {figures['pandas_agrees']}",
+            f"pandas takes {figures['pandas_speed_ratio']:.2f}x the SQL's time; "
+            f"outputs agree: {figures['pandas_agrees']}",
             f"  one new day {figures['steps']['build_day']['seconds']:.1f} s = "
             f"{figures['incremental_day_share']:.1%} of the full refresh",
         ]
