@@ -32,7 +32,6 @@
 {%- endmacro %}
 
 
-
 {#-
     keep_one_per_key(relation, source_name, key, order_by): the raw rows of `relation` in completed
     loads, one per `key` (the first by `order_by`): every column, plus `rows_in_raw` (how many raw

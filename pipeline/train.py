@@ -118,7 +118,6 @@ def train(manifest_path: Path | None = None, models_root: Path | None = None) ->
     for name, split_truth in (("train", train_truth), ("validation", truth)):
         if len(np.unique(split_truth)) < 2:
             raise TrainingError(f"the {name} split of {manifest['version']} needs rows of both classes")
-    train_count, validation_count = train_rows.num_rows, validation_rows.num_rows
     features = feature_matrix(train_rows)
     del train_rows  # the matrix holds what the model needs: free the Arrow table before fitting
     model = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, random_state=0)
@@ -131,8 +130,8 @@ def train(manifest_path: Path | None = None, models_root: Path | None = None) ->
     result = TrainingResult(
         manifest_hash=manifest["content_hash"],
         version=manifest["version"],
-        train_rows=train_count,
-        validation_rows=validation_count,
+        train_rows=len(train_truth),
+        validation_rows=len(truth),
         validation_fraud_rate=float(truth.mean()),
         roc_auc=float(roc_auc_score(truth, scores)),
         pr_auc=float(average_precision_score(truth, scores)),

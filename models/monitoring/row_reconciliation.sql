@@ -3,15 +3,16 @@
 -- quarantined; not kept, it is a duplicate staging removed (another row with its key was kept,
 -- maybe from another load). Monitoring reads the raw tables, as staging does, because counting
 -- them is the point: nothing between raw and the cleaned models may lose a row.
-{#- each raw table, the dbt source it belongs to, and the relation holding the rows staging kept of
-    it (for transactions and events the validated tables, which hold every staged row: computing
-    staging's deduplication again would cost a full pass) -#}
+{#- each raw table: its name here, the dbt source it belongs to, the relation holding the rows
+    staging kept of it (for transactions and events the validated tables, which hold every staged
+    row: computing staging's deduplication again would cost a full pass), and how many raw rows each
+    kept row stands for (`rows_in_raw`; fx rates and chargebacks are not deduplicated) -#}
 {%- set raw_tables = [
-    ('app.users', source('app', 'users'), 'app', ref('stg_app__users')),
-    ('app.transactions', source('app', 'transactions'), 'app', ref('int_transactions_validated')),
-    ('events.events', source('events', 'events'), 'events', ref('int_events_validated')),
-    ('fx.rates', source('fx', 'rates'), 'fx', ref('stg_fx__rates')),
-    ('chargebacks.chargebacks', source('chargebacks', 'chargebacks'), 'chargebacks', ref('stg_chargebacks__chargebacks')),
+    ('app.users', source('app', 'users'), 'app', ref('stg_app__users'), 'rows_in_raw'),
+    ('app.transactions', source('app', 'transactions'), 'app', ref('int_transactions_validated'), 'rows_in_raw'),
+    ('events.events', source('events', 'events'), 'events', ref('int_events_validated'), 'rows_in_raw'),
+    ('fx.rates', source('fx', 'rates'), 'fx', ref('stg_fx__rates'), '1'),
+    ('chargebacks.chargebacks', source('chargebacks', 'chargebacks'), 'chargebacks', ref('stg_chargebacks__chargebacks'), '1'),
 ] %}
 with
 
@@ -19,7 +20,7 @@ with
 -- is a duplicate staging removed. One semi-join per table, on the row id alone (a staged row that
 -- appeared twice would not count its raw row twice: it shows as more staged than raw rows).
 raw_counts as (
-    {%- for source_table, raw_relation, source_name, staged_relation in raw_tables %}
+    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw in raw_tables %}
         select
             '{{ source_table }}' as source_table,
             source_load_id,
@@ -41,43 +42,16 @@ raw_counts as (
 
 -- the rows staging kept; rows_in_raw - 1 is how many duplicates staging says it collapsed into each
 staged_rows as (
-    select
-        'app.users' as source_table,
-        source_load_id,
-        rows_in_raw
-    from {{ ref('stg_app__users') }}
-
-    union all
-
-    select
-        'app.transactions' as source_table,
-        source_load_id,
-        rows_in_raw
-    from {{ ref('int_transactions_validated') }}
-
-    union all
-
-    select
-        'events.events' as source_table,
-        source_load_id,
-        rows_in_raw
-    from {{ ref('int_events_validated') }}
-
-    union all
-
-    select
-        'fx.rates' as source_table,
-        source_load_id,
-        1 as rows_in_raw
-    from {{ ref('stg_fx__rates') }}
-
-    union all
-
-    select
-        'chargebacks.chargebacks' as source_table,
-        source_load_id,
-        1 as rows_in_raw
-    from {{ ref('stg_chargebacks__chargebacks') }}
+    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw in raw_tables %}
+        select
+            '{{ source_table }}' as source_table,
+            source_load_id,
+            {{ kept_rows_in_raw }} as rows_in_raw
+        from {{ staged_relation }}
+        {% if not loop.last %}
+            union all
+        {% endif %}
+    {%- endfor %}
 ),
 
 -- the rows the feature models read: the cleaned and validated rows that broke no rule
