@@ -33,16 +33,20 @@
 
 
 {#-
-    keep_one_per_key(relation, source_name, key, order_by): the raw rows of `relation` in completed
-    loads, one per `key` (the first by `order_by`): every column, plus `rows_in_raw` (how many raw
-    rows had the key). Rows whose key is null are never collapsed together: each stays, for
-    quarantine. `key` and `order_by` are SQL over the raw columns, unqualified.
+    keep_one_per_key(rows, key, order_by, row_id, where): the rows of `rows` (a relation) that pass
+    `where`, one per `key` (the first by `order_by`): every column, plus `rows_in_raw` (how many of
+    those rows had the key). Rows whose key is null are never collapsed together: each stays, for
+    quarantine. `key`, `order_by` and `where` are SQL over the columns of `rows`, unqualified;
+    `row_id` names a column unique per row. An incremental model passes a `where` that selects
+    whole keys (every row of a key or none), so each key is decided on all of its rows.
 
     Only the rows of repeated keys are ranked. They are found by a group-by, which DuckDB spills to
     disk: a window over every raw row ran out of memory at 10M transactions and 50M events. The
-    group-by and the ranking read only the columns they need; the wide rows are read once.
+    group-by and the ranking read only the columns they need; the wide rows are read once (the
+    relation is read three times, never through a CTE, which DuckDB could materialize whole).
 -#}
-{% macro keep_one_per_key(relation, source_name, key, order_by) %}
+{% macro keep_one_per_key(rows, key, order_by, row_id, where=none) %}
+    {%- set filter = '(' ~ where ~ ')' if where else 'true' %}
     select *
     from (
         with
@@ -51,39 +55,37 @@
             select
                 {{ key }} as dedup_key,
                 count(*) as rows_in_raw
-            from {{ relation }}
-            where
-                _dlt_load_id in ({{ completed_loads(source_name) }})
-                and {{ key }} is not null
+            from {{ rows }}
+            where {{ filter }} and {{ key }} is not null
             group by {{ key }}
             having count(*) > 1
         ),
 
         kept_repeats as (
-            select row_id
+            select kept_row_id
             from (
                 select
-                    repeats._dlt_id as row_id,
+                    repeats.{{ row_id }} as kept_row_id,
                     row_number() over (partition by repeated_keys.dedup_key order by {{ order_by }}) as key_rank
-                from {{ relation }} as repeats
+                from {{ rows }} as repeats
                 inner join repeated_keys
                     on {{ key }} = repeated_keys.dedup_key
-                where repeats._dlt_load_id in ({{ completed_loads(source_name) }})
+                where {{ filter }}
             ) as ranked
             where key_rank = 1
         )
 
         select
-            deliveries.*,
+            candidates.*,
             coalesce(repeated_keys.rows_in_raw, 1) as rows_in_raw
-        from {{ relation }} as deliveries
+        from {{ rows }} as candidates
         left join repeated_keys
             on {{ key }} = repeated_keys.dedup_key
         where
-            deliveries._dlt_load_id in ({{ completed_loads(source_name) }})
+            {{ filter }}
             and (
                 repeated_keys.dedup_key is null
-                or deliveries._dlt_id in (select kept_repeats.row_id from kept_repeats)
+                or candidates.{{ row_id }} in (select kept_repeats.kept_row_id from kept_repeats)
             )
     ) as one_per_key
 {% endmacro %}

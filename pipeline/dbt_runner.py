@@ -16,6 +16,10 @@ from pathlib import Path
 from pipeline.console import plain
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+# settings of one run, passed as environment variables ML_FEATURES_<NAME> (macros/ml_helpers.sql:
+# run_setting), not --vars: dbt parses the whole project again whenever --vars change (about 10 s),
+# but only the few files that read an environment variable when its value changes
+RUN_SETTINGS = ("run_date", "from_date", "to_date")
 
 
 @dataclass
@@ -47,15 +51,26 @@ def dbt_command(args: list[str], target: str | None, dbt_vars: dict[str, object]
     command += ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
     if target:
         command += ["--target", target]
-    if dbt_vars:
-        command += ["--vars", json.dumps(dbt_vars)]
+    other_vars = {name: value for name, value in (dbt_vars or {}).items() if name not in RUN_SETTINGS}
+    if other_vars:
+        command += ["--vars", json.dumps(other_vars)]
     return command
 
 
-def stream_output(command: list[str], on_line: Callable[[str], None]) -> tuple[int, str]:
+def dbt_environment(dbt_vars: dict[str, object] | None) -> dict[str, str]:
+    """The environment of a dbt process: this one's, with the run settings of `dbt_vars` set (and
+    the unset ones removed, so a setting never leaks from the calling shell into a run)."""
+    environment = {**os.environ, "DBT_USE_COLORS": "false"}
+    for name in RUN_SETTINGS:
+        environment.pop(f"ML_FEATURES_{name.upper()}", None)
+        if (dbt_vars or {}).get(name) is not None:
+            environment[f"ML_FEATURES_{name.upper()}"] = str(dbt_vars[name])
+    return environment
+
+
+def stream_output(command: list[str], environment: dict[str, str], on_line: Callable[[str], None]) -> tuple[int, str]:
     """Run `command`, pass each output line (without colours) to `on_line`; (exit code, last lines)."""
     tail: deque[str] = deque(maxlen=60)
-    environment = {**os.environ, "DBT_USE_COLORS": "false"}
     with subprocess.Popen(
         command, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment
     ) as process:
@@ -79,12 +94,15 @@ def run_dbt(
     Output goes to the terminal, or nowhere with `quiet`, or line by line to `on_line`.
     """
     command = dbt_command(args, target, dbt_vars)
+    environment = dbt_environment(dbt_vars)
     results_file = target_path() / "run_results.json"
     results_file.unlink(missing_ok=True)
     if on_line is not None:
-        returncode, output = stream_output(command, on_line)
+        returncode, output = stream_output(command, environment, on_line)
     else:
-        completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=quiet, text=True, check=False)
+        completed = subprocess.run(
+            command, cwd=PROJECT_DIR, env=environment, capture_output=quiet, text=True, check=False
+        )
         returncode, output = completed.returncode, plain((completed.stdout or "") + (completed.stderr or ""))
     summary = DbtSummary(success=returncode == 0, output_tail=output[-4000:])
     if not results_file.exists():

@@ -311,4 +311,10 @@ def training_line(training: "TrainingResult") -> str:
         f"[train] validation ROC AUC {training.roc_auc:.3f} (constant baseline {training.baseline_roc_auc:.3f}), "
         f"PR AUC {training.pr_auc:.3f} (baseline {training.baseline_pr_auc:.3f}) "
         f"on {training.validation_rows:,} rows; model {training.model_path}"
+        + (
+            f" (fitted on {training.fitted_rows:,} of {training.train_rows:,} train rows: every fraud, "
+            f"{training.negative_sample_rate:.1%} of the rest, weighted)"
+            if training.fitted_rows < training.train_rows
+            else ""
+        )
     )

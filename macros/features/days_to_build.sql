@@ -1,7 +1,7 @@
 {#-
     days_to_build(transactions, built_date_column): a select of the distinct `transaction_date`s an
     incremental-by-day model must (re)build, as `build_date`:
-      * vars from_date / to_date when given (the pipeline passes the day it runs, so re-running
+      * from_date / to_date when given (vars, or ML_FEATURES_FROM_DATE / _TO_DATE) (the pipeline passes the day it runs, so re-running
         a day replaces exactly that day's rows);
       * on an incremental run, the last `reprocess_days` days already built and every later day,
         plus any day that received rows in a dlt load newer than the newest load already built
@@ -13,10 +13,10 @@
 {% macro days_to_build(transactions, built_date_column) %}
     select distinct transactions.transaction_date as build_date
     from {{ transactions }} as transactions
-    {% if var('from_date', none) %}
+    {% if run_setting('from_date') %}
         where
-            transactions.transaction_date >= cast('{{ var("from_date") }}' as date)
-            and transactions.transaction_date <= cast('{{ var("to_date", var("from_date")) }}' as date)
+            transactions.transaction_date >= cast('{{ run_setting("from_date") }}' as date)
+            and transactions.transaction_date <= cast('{{ run_setting("to_date") or run_setting("from_date") }}' as date)
     {% elif is_incremental() %}
         cross join (
             select

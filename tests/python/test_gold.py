@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 from conftest import RUN_DATE, TEST_SCALE, TEST_SEED, Warehouse, demo_environment, table_hash
 
@@ -13,7 +14,7 @@ from demo.generate import generate
 from extract.load import SOURCES, load_source
 from pipeline.dbt_runner import run_dbt
 from pipeline.export import export_training_set
-from pipeline.train import train
+from pipeline.train import TrainingError, negative_sample, train
 
 INCREMENTAL_MODELS = ("intermediate.int_transactions_windowed", "marts.user_daily_features")
 
@@ -70,6 +71,28 @@ def test_model_beats_a_constant_baseline(built_warehouse: Warehouse, tmp_path: P
     assert result.pr_auc > 2 * result.baseline_pr_auc, result
     metrics = json.loads((Path(result.model_path).parent / "metrics.json").read_text())
     assert metrics["manifest_hash"] == result.manifest_hash
+
+
+def test_a_large_train_split_is_fitted_on_every_fraud_and_a_weighted_sample_of_the_rest(
+    built_warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    truth = np.array([1] * 50 + [0] * 9950)
+    rows, weights, rate = negative_sample(truth, 1000)
+    assert set(np.flatnonzero(truth == 1)) <= set(rows) and 900 < len(rows) < 1100
+    assert rate == pytest.approx(950 / 9950)
+    assert weights[truth[rows] == 0] == pytest.approx(1 / rate) and set(weights[truth[rows] == 1]) == {1.0}
+    assert weights.sum() == pytest.approx(len(truth), rel=0.1)  # the sample stands for the whole split
+    assert np.array_equal(negative_sample(truth, 1000)[0], rows)  # seeded: the same rows every run
+    assert negative_sample(truth, 20000)[2] == 1.0
+
+    export_training_set(str(built_warehouse.duckdb_path), tmp_path / "exports")
+    monkeypatch.setenv("ML_FEATURES_TRAIN_MAX_ROWS", "400")
+    result = train(tmp_path / "exports" / "training_set" / "latest.json", tmp_path / "models")
+    assert result.fitted_rows < 450 < result.train_rows and 0 < result.negative_sample_rate < 1
+    assert result.roc_auc > 0.6, result
+    monkeypatch.setenv("ML_FEATURES_TRAIN_MAX_ROWS", "many")
+    with pytest.raises(TrainingError, match="ML_FEATURES_TRAIN_MAX_ROWS must be a positive whole number"):
+        train(tmp_path / "exports" / "training_set" / "latest.json", tmp_path / "models")
 
 
 def test_realtime_view_serves_the_batch_and_rows_loaded_since(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,8 +8,8 @@ would make features wrong fail the dbt test that guards them, and the stored fai
 reconciliation accounts for every raw row: raw = valid + quarantined + duplicates removed.
 """
 
+import datetime as dt
 import json
-import os
 import subprocess
 import time
 
@@ -17,7 +17,7 @@ import duckdb
 from conftest import RUN_DATE, Warehouse
 
 from pipeline.dbt_runner import PROJECT_DIR as DBT_PROJECT_DIR
-from pipeline.dbt_runner import DbtSummary, dbt_command, run_dbt, target_path
+from pipeline.dbt_runner import DbtSummary, dbt_command, dbt_environment, run_dbt, target_path
 
 TABLES = {"app.users", "app.transactions", "events.events", "fx.rates", "chargebacks.chargebacks"}
 DEMO_RULES = {  # the bad records demo/generate.py writes
@@ -123,7 +123,9 @@ def test_clean_demo_passes_every_error_test_and_accounts_for_every_raw_row(built
         "assert_duplicates_removed_match_staging",
         "transactions_break_rules_in_priority_order_and_convert_to_usd",
         "users_are_trimmed_lowered_grouped_and_bad_ages_flagged",
-        "transactions_keep_the_latest_version_and_parse_safely",
+        "transactions_parse_safely_from_completed_loads_only",
+        "transactions_keep_the_latest_version_and_never_collapse_missing_ids",
+        "events_keep_the_first_delivery_and_never_collapse_missing_ids",
         "preprocessing_is_fitted_on_the_train_split_only",
     ):
         assert results[name]["status"] == "pass", results[name]
@@ -198,6 +200,9 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
             ],
         )
         events_load = add_load(connection, "raw_events", 60)
+        [(last_event_day,)] = connection.sql(
+            "select max(cast(timezone('UTC', occurred_at) as date)) from raw_events.events"
+        ).fetchall()
         insert_rows(
             connection,
             "raw_events.events",
@@ -210,13 +215,17 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
                     "occurred_at": "2026-06-01 10:00:00+00",
                 },
                 {"event_id": "evt_injected_2", "user_id": 1, "event_type": "login", "occurred_at": None},
+                # a new day whose events were mostly lost upstream (three arrived): the row-count monitor warns
+                *(
+                    {
+                        "event_id": f"evt_new_day_{number}",
+                        "user_id": 1,
+                        "event_type": "login",
+                        "occurred_at": f"{last_event_day + dt.timedelta(days=1)} 10:00:00+00",
+                    }
+                    for number in range(3)
+                ),
             ],
-        )
-        # the last day's events mostly lost upstream: the row-count monitor must warn
-        connection.execute(
-            "delete from raw_events.events where cast(timezone('UTC', occurred_at) as date) = "
-            "(select max(cast(timezone('UTC', occurred_at) as date)) from raw_events.events)"
-            " and abs(hash(event_id)) % 4 <> 0"
         )
         fx_load = add_load(connection, "raw_fx", 60)
         insert_rows(
@@ -345,11 +354,10 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
 
 def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse_copy: Warehouse) -> None:
     with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
-        [(load_id,)] = connection.sql("select max(load_id) from raw_app._dlt_loads").fetchall()
         insert_rows(
             connection,
             "raw_app.transactions",
-            load_id,
+            add_load(connection, "raw_app", 60),
             [
                 transaction(900101, updated_at=None),  # the merge cursor and dedup order: never null
                 transaction(900102, status="disputed"),  # a status the pipeline does not know
@@ -408,8 +416,10 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
 
 def test_source_freshness_errors_on_a_stale_source(warehouse_copy: Warehouse) -> None:
     def freshness() -> dict[str, str]:
-        command = dbt_command(["source", "freshness"], None, {"run_date": RUN_DATE})  # same vars: partial parse
-        subprocess.run(command, cwd=DBT_PROJECT_DIR, capture_output=True, text=True, check=False, env=os.environ)
+        settings = {"run_date": RUN_DATE}  # the build's settings: a partial parse
+        command = dbt_command(["source", "freshness"], None, settings)
+        environment = dbt_environment(settings)
+        subprocess.run(command, cwd=DBT_PROJECT_DIR, capture_output=True, text=True, check=False, env=environment)
         results = json.loads((target_path() / "sources.json").read_text())["results"]
         return {result["unique_id"].split(".", 2)[-1]: result["status"] for result in results}
 

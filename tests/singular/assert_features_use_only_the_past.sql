@@ -5,9 +5,10 @@
 -- later would show up here.
 with
 
+-- on a run that builds given days, the transactions of those days (macros/days_built_tests.sql)
 features as (
     select * from {{ ref('fct_transaction_features') }}
-    where mod(user_id, 10) = 0
+    where mod(user_id, 10) = 0 and {{ days_built_predicate('transaction_date') }}
 ),
 
 transactions as (

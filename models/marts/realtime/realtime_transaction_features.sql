@@ -14,10 +14,10 @@ batch_cutoff as (
     from batch
 ),
 
--- the speed layer validates and cleans straight from the staging views, with the same macros as
--- the cleaning tables, so it sees rows loaded after the last build
+-- the speed layer deduplicates, validates and cleans straight from the staging views, with the same
+-- macros as the cleaning tables, so it sees rows loaded after the last build
 staged_transactions as (
-    select * from {{ ref('stg_app__transactions') }}
+    {{ deduplicate_transactions() }}
 ),
 
 validated_transactions as (
@@ -29,7 +29,7 @@ transactions as (
 ),
 
 staged_events as (
-    select * from {{ ref('stg_events__events') }}
+    {{ deduplicate_events() }}
 ),
 
 events as (

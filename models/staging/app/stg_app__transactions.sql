@@ -1,13 +1,11 @@
--- dlt merges on transaction_id, so few ids have more than one raw row: the latest version of an id
--- is kept (the latest updated_at, then the latest load), rows_in_raw counts them all.
+-- one row per raw row of a completed dlt load, typed. dlt merges on transaction_id, so an id has
+-- one raw row but for rows without a usable id; int_transactions_validated keeps the latest version
+-- of each id all the same (the same deduplication as the other tables), incrementally.
 with
 
-deduplicated as (
-    {{ keep_one_per_key(
-        source('app', 'transactions'), 'app',
-        key=safe_to_integer('transaction_id'),
-        order_by=safe_to_timestamp('updated_at') ~ ' desc nulls last, _dlt_load_id desc, _dlt_id asc'
-    ) }}
+source as (
+    select * from {{ source('app', 'transactions') }}
+    where _dlt_load_id in ({{ completed_loads('app') }})
 ),
 
 typed as (
@@ -32,10 +30,8 @@ typed as (
         created_at is not null and {{ safe_to_timestamp('created_at') }} is null as is_created_at_unparseable,
         ---------- lineage
         _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id,
-        ---------- deduplication
-        rows_in_raw
-    from deduplicated
+        _dlt_id as source_row_id
+    from source
 )
 
 select * from typed

@@ -4,9 +4,11 @@ with
 
 deduplicated as (
     {{ keep_one_per_key(
-        source('app', 'users'), 'app',
+        source('app', 'users'),
         key=safe_to_integer('user_id'),
-        order_by=safe_to_timestamp('updated_at') ~ ' desc nulls last, _dlt_load_id desc, _dlt_id asc'
+        order_by=safe_to_timestamp('updated_at') ~ ' desc nulls last, _dlt_load_id desc, _dlt_id asc',
+        row_id='_dlt_id',
+        where='_dlt_load_id in (' ~ completed_loads('app') ~ ')'
     ) }}
 ),
 

@@ -1,13 +1,11 @@
--- At-least-once delivery repeats about one event in a hundred: the first delivery of an event id
--- is kept (the earliest load, then the earliest batch file within it), rows_in_raw counts them all.
+-- one row per delivery of an event in a completed dlt load, typed. At-least-once delivery repeats
+-- about one event in a hundred: int_events_validated keeps the first delivery of each event id,
+-- incrementally (only the ids of new loads are looked at again).
 with
 
-deduplicated as (
-    {{ keep_one_per_key(
-        source('events', 'events'), 'events',
-        key='event_id',
-        order_by='_dlt_load_id, _batch_file, _dlt_id'
-    ) }}
+source as (
+    select * from {{ source('events', 'events') }}
+    where _dlt_load_id in ({{ completed_loads('events') }})
 ),
 
 typed as (
@@ -25,9 +23,8 @@ typed as (
         ---------- lineage
         _batch_file as source_batch_file,
         _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id,
-        rows_in_raw
-    from deduplicated
+        _dlt_id as source_row_id
+    from source
 )
 
 select * from typed

@@ -1,0 +1,55 @@
+{#-
+    Data tests on a run that builds given days check those days.
+
+    A run of the pipeline for a day passes from_date..to_date (run settings): the incremental models
+    rebuild only those days. The data tests of a model that declares its day (`meta.day_column`, a
+    SQL date expression over its columns) then check the rows of those days, not the whole history
+    again: at 10M transactions a `unique` over 50M event ids costs more than building the day. A
+    full build, or any run without from_date, tests every row. A test that needs the history (a
+    baseline of earlier days) sets `meta: {all_days: true}`.
+
+    get_where_subquery: dbt's hook that wraps a generic test's model with the test's `where`; here it
+    also adds the days built. Singular tests call days_built_predicate themselves.
+-#}
+{% macro get_where_subquery(relation) -%}
+    {%- set filters = [] -%}
+    {%- set where = config.get('where', '') -%}
+    {%- if where -%}
+        {%- do filters.append('(' ~ where ~ ')') -%}
+    {%- endif -%}
+    {%- set day_column = day_column_of(relation) -%}
+    {%- if day_column and run_setting('from_date') and not (config.get('meta') or {}).get('all_days') -%}
+        {%- do filters.append(days_built_predicate(day_column)) -%}
+    {%- endif -%}
+    {%- if filters -%}
+        {{ return('(select * from ' ~ relation ~ ' where ' ~ filters | join(' and ') ~ ') dbt_subquery') }}
+    {%- endif -%}
+    {{ return(relation) }}
+{%- endmacro %}
+
+
+{#- the `meta.day_column` of the model built as `relation`, or none -#}
+{% macro day_column_of(relation) -%}
+    {%- if execute and relation is not string and relation.identifier -%}
+        {%- for node in graph.nodes.values() -%}
+            {%- if node.resource_type in ('model', 'snapshot')
+                and node.alias | lower == relation.identifier | lower
+                and node.schema | lower == (relation.schema or '') | lower -%}
+                {{ return(node.config.meta.get('day_column')) }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+    {{ return(none) }}
+{%- endmacro %}
+
+
+{#- a SQL predicate: `date_expression` lies in from_date..to_date on a run that builds given days, else true -#}
+{% macro days_built_predicate(date_expression) -%}
+    {%- set from_date = run_setting('from_date') -%}
+    {%- if from_date -%}
+        {{ date_expression }} between cast('{{ from_date }}' as date)
+        and cast('{{ run_setting("to_date") or from_date }}' as date)
+    {%- else -%}
+        true
+    {%- endif -%}
+{%- endmacro %}
