@@ -37,15 +37,16 @@
     `where`, one per `key` (the first by `order_by`): every column, plus `rows_in_raw` (how many of
     those rows had the key). Rows whose key is null are never collapsed together: each stays, for
     quarantine. `key`, `order_by` and `where` are SQL over the columns of `rows`, unqualified;
-    `row_id` names a column unique per row. An incremental model passes a `where` that selects
-    whole keys (every row of a key or none), so each key is decided on all of its rows.
+    `row_id` names a column unique per row. A `where` must select whole keys (every row of a key or
+    none), so each key is decided on all of its rows. With `weight` (a column: how many raw rows a
+    row stands for) `rows_in_raw` sums it, and `columns` lists the columns to return (default all).
 
     Only the rows of repeated keys are ranked. They are found by a group-by, which DuckDB spills to
     disk: a window over every raw row ran out of memory at 10M transactions and 50M events. The
     group-by and the ranking read only the columns they need; the wide rows are read once (the
     relation is read three times, never through a CTE, which DuckDB could materialize whole).
 -#}
-{% macro keep_one_per_key(rows, key, order_by, row_id, where=none) %}
+{% macro keep_one_per_key(rows, key, order_by, row_id, where=none, weight=none, columns=none) %}
     {%- set filter = '(' ~ where ~ ')' if where else 'true' %}
     select *
     from (
@@ -54,7 +55,7 @@
         repeated_keys as (
             select
                 {{ key }} as dedup_key,
-                count(*) as rows_in_raw
+                {{ 'sum(' ~ weight ~ ')' if weight else 'count(*)' }} as rows_in_raw
             from {{ rows }}
             where {{ filter }} and {{ key }} is not null
             group by {{ key }}
@@ -76,8 +77,10 @@
         )
 
         select
-            candidates.*,
-            coalesce(repeated_keys.rows_in_raw, 1) as rows_in_raw
+            {% for column in columns or ['*'] -%}
+                candidates.{{ column }},
+            {%- endfor %}
+            coalesce(repeated_keys.rows_in_raw, {{ 'candidates.' ~ weight if weight else '1' }}) as rows_in_raw
         from {{ rows }} as candidates
         left join repeated_keys
             on {{ key }} = repeated_keys.dedup_key

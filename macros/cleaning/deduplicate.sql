@@ -1,28 +1,160 @@
 {#-
-    deduplicate_transactions(where), deduplicate_events(where): the staged rows, one per id, the
+    deduplicate_transactions(recheck), deduplicate_events(recheck): the staged rows, one per id, the
     way every reader decides between versions and deliveries: the latest version of a transaction
     (greatest updated_at, then the latest load), the first delivery of an event (earliest load, then
-    batch file). `where` (optional) keeps only some ids; see keep_one_per_key. Used by the
-    incremental int_transactions_validated / int_events_validated and by the speed layer of
-    realtime_transaction_features.
+    batch file). Used by int_transactions_validated / int_events_validated (incrementally, see
+    one_per_key_since_last_build) and by the speed layer of realtime_transaction_features (all rows).
 -#}
-{% macro deduplicate_transactions(where=none) %}
-    {{ keep_one_per_key(
+{% macro deduplicate_transactions(recheck=none) %}
+    {{ one_per_key_since_last_build(
         ref('stg_app__transactions'),
         key='transaction_id',
         order_by='updated_at desc nulls last, source_load_id desc, source_row_id asc',
-        row_id='source_row_id',
-        where=where
+        recheck=recheck
     ) }}
 {% endmacro %}
 
 
-{% macro deduplicate_events(where=none) %}
-    {{ keep_one_per_key(
+{% macro deduplicate_events(recheck=none) %}
+    {{ one_per_key_since_last_build(
         ref('stg_events__events'),
         key='event_id',
         order_by='source_load_id, source_batch_file, source_row_id',
-        row_id='source_row_id',
-        where=where
+        recheck=recheck
     ) }}
 {% endmacro %}
+
+
+{#-
+    one_per_key_since_last_build(staged, key, order_by, recheck): keep_one_per_key over a staging
+    view (columns source_load_id, source_row_id), for a model that holds its result.
+
+    A full build reads every staged row. An incremental run decides again only the keys of the rows
+    loaded since the newest load the model holds, and the rows of the model that `recheck` (SQL over
+    its columns) names, each on all of its raw rows, without computing the staging view's casts for
+    the rows it does not need (DuckDB evaluates a view's columns before a join filters its rows):
+      * the new rows, by a filter on the load id (a constant: it reaches the raw table's scan);
+      * for each key also loaded before: the row the model kept, while its raw row is still there
+        (it is still the first of the earlier rows), standing for all of that key's earlier raw rows,
+        which are counted from the key and row id columns alone. Should that raw row be gone, the
+        key's earlier rows are read again (never the case with dlt, which removes a replaced row
+        only when it loads the new version).
+    The result is what a full build gives for those keys: the model replaces them (unique_key).
+-#}
+{% macro one_per_key_since_last_build(staged, key, order_by, recheck=none) %}
+    {%- if not is_incremental() -%}
+        {{ keep_one_per_key(staged, key=key, order_by=order_by, row_id='source_row_id') }}
+    {%- else -%}
+        {%- set columns = documented_columns(staged) -%}
+        {%- set last_load_id = last_load_built() -%}
+        select *
+        from (
+            with
+
+            new_rows as (
+                select {{ columns | join(', ') }}
+                from {{ staged }}
+                where source_load_id > '{{ last_load_id }}'
+            ),
+
+            keys_to_decide as (
+                select {{ key }} as decided_key
+                from new_rows
+                where {{ key }} is not null
+                {%- if recheck %}
+
+                union distinct
+
+                select {{ key }} as decided_key
+                from {{ this }}
+                where {{ key }} is not null and ({{ recheck }})
+                {%- endif %}
+            ),
+
+            earlier_rows as (
+                select
+                    {{ key }} as decided_key,
+                    source_row_id
+                from {{ staged }}
+                where
+                    source_load_id <= '{{ last_load_id }}'
+                    and {{ key }} in (select keys_to_decide.decided_key from keys_to_decide)
+            ),
+
+            earlier_counts as (
+                select
+                    decided_key,
+                    count(*) as earlier_rows
+                from earlier_rows
+                group by decided_key
+            ),
+
+            kept_earlier as (
+                select
+                    {%- for column in columns %}
+                        kept.{{ column }},
+                    {%- endfor %}
+                    earlier_counts.earlier_rows as raw_rows
+                from {{ this }} as kept
+                inner join earlier_counts
+                    on kept.{{ key }} = earlier_counts.decided_key
+                where kept.source_row_id in (select earlier_rows.source_row_id from earlier_rows)
+            ),
+
+            -- keys whose kept raw row is gone although earlier rows remain: those rows, read again
+            earlier_rows_read_again as (
+                select
+                    {%- for column in columns %}
+                        staged_again.{{ column }},
+                    {%- endfor %}
+                    1 as raw_rows
+                from {{ staged }} as staged_again
+                where staged_again.source_row_id in (
+                    select earlier_rows.source_row_id
+                    from earlier_rows
+                    where earlier_rows.decided_key not in (select kept_earlier.{{ key }} from kept_earlier)
+                )
+            ),
+
+            candidates as (
+                select
+                    new_rows.*,
+                    1 as raw_rows
+                from new_rows
+
+                union all
+
+                select * from kept_earlier
+
+                union all
+
+                select * from earlier_rows_read_again
+            )
+
+            {{ keep_one_per_key(
+                'candidates', key=key, order_by=order_by, row_id='source_row_id', weight='raw_rows', columns=columns
+            ) }}
+        ) as decided
+    {%- endif -%}
+{% endmacro %}
+
+
+{#- the newest dlt load id the incremental model being built holds, as text ('' when it is empty, or
+    on a full build) -#}
+{% macro last_load_built() -%}
+    {#- without introspection (the credential-free BigQuery compile check) there is no table to ask -#}
+    {%- if not execute or not is_incremental() or not flags.INTROSPECT -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set result = run_query('select coalesce(max(source_load_id), \'\') from ' ~ this) -%}
+    {{ return(result.columns[0].values()[0]) }}
+{%- endmacro %}
+
+
+{#- the columns of a model as its YAML documents them (every column is documented: ci/check_docs_coverage.py) -#}
+{% macro documented_columns(relation) -%}
+    {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.alias == relation.identifier -%}
+        {{ return(node.columns.keys() | list) }}
+    {%- endfor -%}
+    {{ exceptions.raise_compiler_error('documented_columns: no model is built as ' ~ relation) }}
+{%- endmacro %}

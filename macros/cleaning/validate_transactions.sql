@@ -43,7 +43,8 @@
                 users.user_id is not null as has_known_user,
                 currencies.currency is not null as is_known_currency,
                 rates.rate_to_usd,
-                rates.valid_from_date as rate_date
+                rates.valid_from_date as rate_date,
+                rates.source_load_id as rate_source_load_id
             from {{ transactions }} as transactions
             left join (
                 select user_id from {{ ref('stg_app__users') }}
