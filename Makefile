@@ -34,6 +34,7 @@ test: setup ## every test: ruff, pytest (real dlt + dbt runs at a small scale), 
 	$(MAKE) lint
 
 lint: setup ## sqlfluff on the dbt models, macros, tests and snapshots
+	@mkdir -p "$(dir $(WAREHOUSE))"  # sqlfluff's dbt templater opens the warehouse; DuckDB creates the file, not its folder
 	$(BIN)/sqlfluff lint models tests
 
 build: setup ## dbt build on the current warehouse
