@@ -30,16 +30,8 @@
 
 {#- the `meta.day_column` of the model built as `relation`, or none -#}
 {% macro day_column_of(relation) -%}
-    {%- if execute and relation is not string and relation.identifier -%}
-        {%- for node in graph.nodes.values() -%}
-            {%- if node.resource_type in ('model', 'snapshot')
-                and node.alias | lower == relation.identifier | lower
-                and node.schema | lower == (relation.schema or '') | lower -%}
-                {{ return(node.config.meta.get('day_column')) }}
-            {%- endif -%}
-        {%- endfor -%}
-    {%- endif -%}
-    {{ return(none) }}
+    {%- set node = node_built_as(relation) -%}
+    {{ return(node.config.meta.get('day_column') if node else none) }}
 {%- endmacro %}
 
 

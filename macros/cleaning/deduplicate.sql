@@ -153,8 +153,9 @@
 
 {#- the columns of a model as its YAML documents them (every column is documented: ci/check_docs_coverage.py) -#}
 {% macro documented_columns(relation) -%}
-    {%- for node in graph.nodes.values() if node.resource_type == 'model' and node.alias == relation.identifier -%}
-        {{ return(node.columns.keys() | list) }}
-    {%- endfor -%}
-    {{ exceptions.raise_compiler_error('documented_columns: no model is built as ' ~ relation) }}
+    {%- set node = node_built_as(relation) -%}
+    {%- if not node -%}
+        {{ exceptions.raise_compiler_error('documented_columns: no model is built as ' ~ relation) }}
+    {%- endif -%}
+    {{ return(node.columns.keys() | list) }}
 {%- endmacro %}
