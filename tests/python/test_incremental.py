@@ -1,5 +1,6 @@
 """Incremental silver: after new dlt loads (a new day, late rows, re-delivered events, transactions
-whose status changed), the incremental validated tables hold exactly the rows a full build makes."""
+whose status changed), the incremental validated tables hold exactly the rows a full build makes,
+and so do the tables built from them (the row reconciliation carries its older loads' checks over)."""
 
 import datetime as dt
 import shutil
@@ -47,6 +48,11 @@ def test_incremental_validated_tables_equal_a_full_build(tmp_path: Path, monkeyp
             "on raw.event_id = kept.event_id where raw._batch_file like 'redelivered/%'"
         ).fetchall()
     assert redelivered == kept_first > 0  # the first delivery of an event stays the one kept
+    # the reconciliation checked the new loads row by row and carried the older loads' checks over
+    reconciliation_sql = (data_dir / "target" / "run" / "ml_features" / "models" / "monitoring").joinpath(
+        "row_reconciliation.sql"
+    )
+    assert '"monitoring"."row_reconciliation" as previous' in reconciliation_sql.read_text()
 
     full_build = run_dbt([*BUILD, "--full-refresh"], dbt_vars={"run_date": "2026-03-04"}, quiet=True)
     assert full_build.success, full_build.failures
