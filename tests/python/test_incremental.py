@@ -31,10 +31,12 @@ def test_incremental_validated_tables_equal_a_full_build(tmp_path: Path, monkeyp
     before = {relation: table_hash(warehouse, relation) for relation in VALIDATED}
 
     generate(data_dir / "demo", seed=TEST_SEED, scale=TEST_SCALE, as_of=dt.date(2026, 3, 4))
-    # at-least-once delivery across loads: a batch file of an early day lands again under a new name
-    first_batch = sorted((data_dir / "demo" / "events").glob("date=*/*.parquet"))[0]
+    # at-least-once delivery across loads: a batch file of an early day lands again under a new
+    # name, another is uploaded again under its own path (a newer modification time)
+    first_batch, second_batch = sorted((data_dir / "demo" / "events").glob("date=*/*.parquet"))[:2]
     (data_dir / "demo" / "events" / "redelivered").mkdir()
     shutil.copy(first_batch, data_dir / "demo" / "events" / "redelivered" / first_batch.name)
+    second_batch.touch()
     loaded = {source: load_source(source).rows for source in SOURCES}
     assert loaded["app"]["transactions"] > 0 and loaded["events"]["events"] > 0
     incremental_build = run_dbt(BUILD, dbt_vars={"run_date": "2026-03-04"}, quiet=True)
@@ -47,7 +49,20 @@ def test_incremental_validated_tables_equal_a_full_build(tmp_path: Path, monkeyp
             "from raw_events.events as raw inner join intermediate.int_events_validated as kept "
             "on raw.event_id = kept.event_id where raw._batch_file like 'redelivered/%'"
         ).fetchall()
+        reuploaded = second_batch.relative_to(data_dir / "demo" / "events").as_posix()
+        [(reuploaded_rows, reuploaded_loads, reuploaded_ids)] = connection.sql(
+            "select count(*), count(distinct _dlt_load_id), count(distinct _dlt_id) from raw_events.events "
+            "where _batch_file = ?",
+            params=[reuploaded],
+        ).fetchall()
+        [(kept_from_reupload,)] = connection.sql(
+            "select count(*) from intermediate.int_events_validated where source_batch_file = ? "
+            "and source_load_id = (select max(_dlt_load_id) from raw_events.events)",
+            params=[reuploaded],
+        ).fetchall()
     assert redelivered == kept_first > 0  # the first delivery of an event stays the one kept
+    # the re-uploaded file's rows landed in a second load with row ids of their own; the first kept
+    assert reuploaded_loads == 2 and reuploaded_ids == reuploaded_rows and kept_from_reupload == 0
     # the reconciliation checked the new loads row by row and carried the older loads' checks over
     reconciliation_sql = (data_dir / "target" / "run" / "ml_features" / "models" / "monitoring").joinpath(
         "row_reconciliation.sql"
