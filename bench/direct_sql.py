@@ -75,12 +75,23 @@ def published_placeholders(node: dict, manifest: dict) -> list[str]:
 
 
 def publish(manifest: dict) -> list[str]:
-    """The on-run-end publish (macros/publish.sql): every gold table copied to `marts` in one transaction."""
-    copies = [
-        f"create or replace table marts.{node['alias']} as select * from {node['relation_name']}"
-        for node in gold(manifest)
-    ]
-    return ["begin transaction", "create schema if not exists marts", *copies, "commit"]
+    """The on-run-end publish (macros/publish.sql) in one transaction: a table dbt rebuilds whole is
+    renamed to `<name>__published`, with views over it in `marts` and the audit schema; an
+    incremental one is copied. The replay starts from the raw tables: `marts` holds placeholders."""
+    statements = ["begin transaction", "create schema if not exists marts"]
+    for node in gold(manifest):
+        name, audited = node["alias"], node["relation_name"]
+        statements.append(f"drop table if exists marts.{name}")
+        if node["config"]["materialized"] == "incremental":
+            statements.append(f"create table marts.{name} as select * from {audited}")
+            continue
+        version = f'"{node["database"]}"."{node["schema"]}"."{name}__published"'
+        statements += [
+            f"alter table {audited} rename to {name}__published",
+            f"create view {audited} as select * from {version}",
+            f"create view marts.{name} as select * from {version}",
+        ]
+    return [*statements, "commit"]
 
 
 def replay(warehouse: Path, target_path: Path) -> dict[str, object]:

@@ -73,12 +73,20 @@ def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: W
     """SIGKILL `dbt run-operation publish_gold_now` at several moments: readers always see one version."""
     old = published(warehouse_copy)
     with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
-        # make the audited version different and big enough that the copy takes a while
+        # a new audited version, as a build leaves it: tables in place of the views over the published
+        # ones; big enough that copying the incremental user_daily_features takes a while
         connection.execute(
-            "insert into marts_audit.fct_transaction_features "
-            "select features.* from marts_audit.fct_transaction_features as features, range(300)"
+            "drop view marts_audit.fct_transaction_features; create table marts_audit.fct_transaction_features as "
+            "select * from marts_audit.fct_transaction_features__published where transaction_id % 2 = 0"
         )
-        connection.execute("delete from marts_audit.training_set where split = 'test'")
+        connection.execute(
+            "drop view marts_audit.training_set; create table marts_audit.training_set as "
+            "select * from marts_audit.training_set__published where split <> 'test'"
+        )
+        connection.execute(
+            "insert into marts_audit.user_daily_features "
+            "select days.* from marts_audit.user_daily_features as days, range(300)"
+        )
     new = audited(warehouse_copy)
     assert new != old
     command = [str(Path(sys.executable).parent / "dbt"), "run-operation", "publish_gold_now",
@@ -105,3 +113,11 @@ def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: W
     completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stdout[-2000:]
     assert published(warehouse_copy) == new
+    # the tables rebuilt whole were renamed, not copied: marts and the audit schema show them as views
+    kinds = dict(
+        warehouse_copy.query(
+            "select schema_name || '.' || view_name, 'view' from duckdb_views() "
+            "where view_name = 'fct_transaction_features'"
+        )
+    )
+    assert kinds == {"marts.fct_transaction_features": "view", "marts_audit.fct_transaction_features": "view"}
