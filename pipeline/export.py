@@ -56,10 +56,13 @@ def git_commit() -> str:
 
 
 def content_hash(connection: duckdb.DuckDBPyConnection, relation: str) -> str:
-    """sha256 over every row's text form in a fixed order: equal data, equal hash."""
+    """sha256 of the row count and two sums of 64-bit hashes of every whole row (DuckDB's `hash`,
+    unsalted and salted): equal data, equal hash, whatever the row order. Computed in parallel
+    without turning rows into text (8M rows: 2 s; an md5 of each row's text took 48 s). The same
+    data hashed by another DuckDB version may get another hash, and so a new export version."""
     [(digest,)] = connection.sql(
-        f"select sha256(coalesce(string_agg(md5(cast(row_data as varchar)), ',' order by {ORDER_BY}), '')) "
-        f"from {relation} as row_data"
+        "select sha256(concat_ws(':', count(*), coalesce(sum(hash(row_data)), 0), "
+        f"coalesce(sum(hash(row_data, '{relation}')), 0))) from {relation} as row_data"
     ).fetchall()
     return str(digest)
 
