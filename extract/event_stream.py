@@ -17,10 +17,19 @@ from collections.abc import Iterator
 import dlt
 import pyarrow as pa
 import pyarrow.parquet as pq
+from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
 from dlt.sources import DltResource
 from dlt.sources.filesystem import FileItemDict, filesystem
 
-from extract.arrow_rows import MIN_CHUNK_ROWS, chunked, constant, read_concurrently, stable_prefix, with_row_ids
+from extract.arrow_rows import (
+    MIN_CHUNK_ROWS,
+    chunked,
+    constant,
+    random_prefix,
+    read_concurrently,
+    stable_prefix,
+    with_row_ids,
+)
 from extract.files import require_bucket
 
 BATCH_FILE_COLUMN = "_batch_file"
@@ -35,6 +44,14 @@ def read_batch_file(file: FileItemDict, load_id: str) -> pa.Table:
     return with_row_ids(table, stable_prefix(f"{load_id}/{file['relative_path']}"))
 
 
+def current_load_id() -> str:
+    """The dlt load being extracted; outside a pipeline run (the source iterated directly), a random id."""
+    try:
+        return str(dlt.current.load_package_state()["load_id"])
+    except CurrentLoadPackageStateNotAvailable:
+        return random_prefix()
+
+
 @dlt.transformer(
     name="events",
     primary_key="event_id",
@@ -43,7 +60,7 @@ def read_batch_file(file: FileItemDict, load_id: str) -> pa.Table:
 )
 def read_event_batches(files: list[FileItemDict], chunk_rows: int = MIN_CHUNK_ROWS) -> Iterator[pa.Table]:
     """Yield the micro-batch files of one listing page as Arrow tables of at least `chunk_rows` rows."""
-    load_id = dlt.current.load_package_state()["load_id"]  # read here: the reader threads have no dlt context
+    load_id = current_load_id()  # read here: the reader threads have no dlt context
 
     def read(file: FileItemDict) -> pa.Table:
         return read_batch_file(file, load_id)
