@@ -77,18 +77,7 @@
                 {%- endif %}
             ),
 
-            {%- if append_only %}
-
-            kept_earlier as (
-                select
-                    {%- for column in columns %}
-                        kept.{{ column }},
-                    {%- endfor %}
-                    kept.rows_in_raw as raw_rows
-                from {{ this }} as kept
-                where kept.{{ key }} in (select keys_to_decide.decided_key from keys_to_decide)
-            ),
-            {%- else %}
+            {%- if not append_only %}
 
             earlier_rows as (
                 select
@@ -107,18 +96,25 @@
                 from earlier_rows
                 group by decided_key
             ),
+            {%- endif %}
 
+            -- the row kept for a key loaded before, standing for its earlier raw rows
             kept_earlier as (
                 select
                     {%- for column in columns %}
                         kept.{{ column }},
                     {%- endfor %}
-                    earlier_counts.earlier_rows as raw_rows
+                    {{ 'kept.rows_in_raw' if append_only else 'earlier_counts.earlier_rows' }} as raw_rows
                 from {{ this }} as kept
+                {%- if append_only %}
+                where kept.{{ key }} in (select keys_to_decide.decided_key from keys_to_decide)
+                {%- else %}
                 inner join earlier_counts
                     on kept.{{ key }} = earlier_counts.decided_key
                 where kept.source_row_id in (select earlier_rows.source_row_id from earlier_rows)
+                {%- endif %}
             ),
+            {%- if not append_only %}
 
             -- keys whose kept raw row is gone although earlier rows remain: those rows, read again
             earlier_rows_read_again as (

@@ -222,9 +222,10 @@ loads_to_check as (
     where checks_carried_over.source_load_id is null
 ),
 
--- the raw rows of those loads, and whether staging kept them: a raw row no staged row names is a
--- duplicate staging removed. One semi-join per table, on the row id alone (a staged row that
--- appeared twice would not count its raw row twice: it shows as more staged than raw rows)
+-- the raw rows of those loads (all completed: every count reads completed loads only), and whether
+-- staging kept them: a raw row no staged row names is a duplicate staging removed. One semi-join
+-- per table, on the row id alone (a staged row that appeared twice would not count its raw row
+-- twice: it shows as more staged than raw rows)
 checks_made as (
     {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw in raw_tables %}
         {%- set loads_of_table -%}
@@ -245,9 +246,7 @@ checks_made as (
                     where kept.source_load_id in ({{ loads_of_table }})
                 ) as is_staged
             from {{ raw_relation }}
-            where
-                _dlt_load_id in ({{ loads_of_table }})
-                and _dlt_load_id in ({{ completed_loads(source_name) }})
+            where _dlt_load_id in ({{ loads_of_table }})
         ) as raw_rows
         group by source_load_id
         {% if not loop.last %}
