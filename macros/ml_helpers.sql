@@ -43,6 +43,20 @@
 {%- endmacro %}
 
 
+{#- whole hours since the epoch of a number of microseconds since it: an integer hour key -#}
+{% macro hour_number(microseconds) -%}
+    {{ return(adapter.dispatch('hour_number', 'ml_features')(microseconds)) }}
+{%- endmacro %}
+
+{% macro default__hour_number(microseconds) -%}
+    ({{ microseconds }}) // 3600000000
+{%- endmacro %}
+
+{% macro bigquery__hour_number(microseconds) -%}
+    div({{ microseconds }}, 3600000000)
+{%- endmacro %}
+
+
 {#- microseconds in a number of days, for range-window offsets -#}
 {% macro days_in_microseconds(days) -%}
     {{ (days * 86400 * 1000000) | int }}

@@ -31,3 +31,10 @@
             or transactions.source_load_id > already_built.last_built_load_id
     {% endif %}
 {% endmacro %}
+
+
+{#- true when days_to_build is every day (a full build without from_date): the model then keeps every
+    row it computes, and skips joining them to the days (8 s for 10M transactions) -#}
+{% macro builds_every_day() -%}
+    {{ return(not run_setting('from_date') and not is_incremental()) }}
+{%- endmacro %}

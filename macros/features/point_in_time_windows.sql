@@ -96,21 +96,19 @@
                 transaction_id,
                 user_id,
                 {{ epoch_microseconds('created_at') }} as at_us,
-                cast({{ dbt.date_trunc('hour', 'created_at') }} as {{ dbt.type_timestamp() }}) as activity_hour
+                {{ hour_number(epoch_microseconds('created_at')) }} as activity_hour
             from {{ transactions }}
             where transaction_date >= {{ history_start }}
         ) as transactions_by_hour
         inner join (
             -- each event under its own hour and the next: the two hours whose transactions it can
             -- precede (one scan of the events, each row twice)
+            -- (hours as integers: truncating 100M timestamps to the hour cost 10 s at 50M events)
             select
                 events_in_range.user_id,
                 {{ epoch_microseconds('events_in_range.occurred_at') }} as at_us,
-                cast(
-                    {{ dbt.dateadd(
-                        'hour', 'hour_offsets.hours_after', dbt.date_trunc('hour', 'events_in_range.occurred_at')
-                    ) }} as {{ dbt.type_timestamp() }}
-                ) as activity_hour
+                {{ hour_number(epoch_microseconds('events_in_range.occurred_at')) }}
+                + hour_offsets.hours_after as activity_hour
             from {{ events }} as events_in_range
             cross join (
                 select 0 as hours_after

@@ -80,10 +80,20 @@ features as (
         users.country_group,
         windowed.source_load_id
     from windowed
-    inner join days_to_build
-        on windowed.feature_date = days_to_build.build_date
     inner join users
         on windowed.user_id = users.user_id
+),
+
+-- the rows of the days to build (on a full build every row: no join needed)
+days_built as (
+    {%- if builds_every_day() %}
+        select * from features
+    {%- else %}
+        select features.*
+        from features
+        inner join days_to_build
+            on features.feature_date = days_to_build.build_date
+    {%- endif %}
 )
 
-select * from features
+select * from days_built
