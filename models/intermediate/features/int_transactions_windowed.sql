@@ -39,16 +39,8 @@ windowed as (
     {{ point_in_time_windows('transactions', 'events', '(select history_start_date from history_start)') }}
 ),
 
--- the rows of the days to build (on a full build every row: no join needed)
 days_built as (
-    {%- if builds_every_day() %}
-        select * from windowed
-    {%- else %}
-        select windowed.*
-        from windowed
-        inner join days_to_build
-            on windowed.transaction_date = days_to_build.build_date
-    {%- endif %}
+    {{ rows_on_days_to_build('windowed', 'transaction_date', 'days_to_build') }}
 )
 
 select * from days_built

@@ -84,16 +84,8 @@ features as (
         on windowed.user_id = users.user_id
 ),
 
--- the rows of the days to build (on a full build every row: no join needed)
 days_built as (
-    {%- if builds_every_day() %}
-        select * from features
-    {%- else %}
-        select features.*
-        from features
-        inner join days_to_build
-            on features.feature_date = days_to_build.build_date
-    {%- endif %}
+    {{ rows_on_days_to_build('features', 'feature_date', 'days_to_build') }}
 )
 
 select * from days_built
