@@ -42,11 +42,11 @@
     the 64-bit decimal of the same scale first; coalesce casts again only the rows it left null.
     DuckDB's casts skip the whitespace around a number themselves -#}
 {% macro default__safe_to_decimal(column) -%}
-    coalesce(try_cast({{ column }} as decimal(18, 6)), try_cast({{ column }} as {{ dbt.type_numeric() }}))
+    coalesce({{ try_cast_as(column, 'decimal(18, 6)') }}, {{ try_cast_as(column, dbt.type_numeric()) }})
 {%- endmacro %}
 
 {% macro bigquery__safe_to_decimal(column) -%}
-    safe_cast(trim(cast({{ column }} as string)) as {{ dbt.type_numeric() }})
+    {{ try_cast_as('trim(cast(' ~ column ~ ' as string))', dbt.type_numeric()) }}
 {%- endmacro %}
 
 
@@ -57,9 +57,9 @@
 {#- DuckDB: a bigint column is left as it is, text is parsed (the cast skips surrounding whitespace);
     printing every id and parsing it again cost 4 s for 50M events -#}
 {% macro default__safe_to_integer(column) -%}
-    try_cast({{ column }} as {{ dbt.type_bigint() }})
+    {{ try_cast_as(column, dbt.type_bigint()) }}
 {%- endmacro %}
 
 {% macro bigquery__safe_to_integer(column) -%}
-    safe_cast(trim(cast({{ column }} as string)) as {{ dbt.type_bigint() }})
+    {{ try_cast_as('trim(cast(' ~ column ~ ' as string))', dbt.type_bigint()) }}
 {%- endmacro %}
