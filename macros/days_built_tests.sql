@@ -1,9 +1,11 @@
 {#-
-    Data tests on a run that builds given days check those days.
+    Data tests on a run that builds given days check those days, and every day that received rows.
 
     A run of the pipeline for a day passes from_date..to_date (run settings): the incremental models
     rebuild only those days. The data tests of a model that declares its day (`meta.day_column`, a
-    SQL date expression over its columns) then check the rows of those days, not the whole history
+    SQL date expression over its columns) then check the rows of those days and of the days the
+    rows loaded since the last build land on (tested_from_date: a status change of an old
+    transaction rebuilds no day, but is tested), not the whole history
     again: at 10M transactions a `unique` over 50M event ids costs more than building the day. A
     full build, or any run without from_date, tests every row. A test that needs the history (a
     baseline of earlier days) sets `meta: {all_days: true}`.
@@ -35,11 +37,13 @@
 {%- endmacro %}
 
 
-{#- a SQL predicate: `date_expression` lies in from_date..to_date on a run that builds given days, else true -#}
+{#- a SQL predicate: `date_expression` lies in the days tested on a run that builds given days, else
+    true: tested_from_date (the earliest day a row loaded since the last build lands on, so that an
+    update which rebuilds no day is tested too; from_date when not given) .. to_date -#}
 {% macro days_built_predicate(date_expression) -%}
     {%- set from_date = run_setting('from_date') -%}
     {%- if from_date -%}
-        {{ date_expression }} between cast('{{ from_date }}' as date)
+        {{ date_expression }} between cast('{{ run_setting("tested_from_date") or from_date }}' as date)
         and cast('{{ run_setting("to_date") or from_date }}' as date)
     {%- else -%}
         true

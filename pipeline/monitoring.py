@@ -14,13 +14,75 @@ from pipeline.run_log import ModelRows
 from pipeline.warehouse import relation_exists, tables_in
 
 FIRST_DAY = dt.date(1970, 1, 1)
-# the staging rows that feed the day-partitioned models, and the day each row lands on
+# a day-partitioned model and the validated transactions it is built from: without them, a build
+# covers every day
+BUILT_RELATIONS = (("intermediate", "int_transactions_windowed"), ("intermediate", "int_transactions_validated"))
+# per source, the days whose day-partitioned rows (history windows, daily features) the rows of its
+# new loads (`$loads`) can change; each day's windows look back 30 days, so every later day is
+# rebuilt too
 AFFECTED_DAYS = {
-    "app": ("staging", "stg_app__transactions", "cast(created_at as date)"),
-    "events": ("staging", "stg_events__events", "cast(occurred_at as date)"),
-    "fx": ("staging", "stg_fx__rates", "rate_date"),
+    # A transaction new, or changed in what the features read (user, time, amount, currency, device):
+    # its day, and the day the windows hold it on. A change of status alone (most updates) changes no
+    # feature, so it does not rebuild weeks of windows. The version compared with is the validated
+    # one when the windows were built after it (else a failed build may have validated the change
+    # without building the windows). Transactions valid, or quarantined for an unknown user, that
+    # the windows do not hold, of a user in the new loads: valid now that their user is known (their
+    # events too, which only count for their user's transactions).
+    "app": """
+        select least(cast(changed.created_at as date), windowed.transaction_date) as day
+        from (
+            with new_rows as materialized (
+                select * from staging.stg_app__transactions where source_load_id in (select unnest($loads))
+            )
+            select * from new_rows
+        ) as changed
+        left join intermediate.int_transactions_validated as built
+            on
+                changed.transaction_id = built.transaction_id
+                and built.source_load_id <= (
+                    select max(source_load_id) from intermediate.int_transactions_windowed
+                )
+        left join intermediate.int_transactions_windowed as windowed
+            on changed.transaction_id = windowed.transaction_id
+        where
+            (
+                built.transaction_id is null
+                or changed.user_id is distinct from built.user_id
+                or changed.created_at is distinct from built.created_at
+                or changed.amount is distinct from built.amount
+                or changed.currency is distinct from built.currency
+                or changed.device_type is distinct from built.device_type
+            )
+        union all
+        select cast(validated.created_at as date) as day
+        from (
+            with users_loaded as materialized (
+                select user_id from staging.stg_app__users where source_load_id in (select unnest($loads))
+            )
+            select validated.transaction_id, validated.created_at
+            from intermediate.int_transactions_validated as validated
+            where
+                (validated.rejection_rule is null or validated.rejection_rule = 'unknown_user')
+                and validated.user_id in (select user_id from users_loaded)
+                and validated.transaction_id not in (
+                    select windowed.transaction_id
+                    from intermediate.int_transactions_windowed as windowed
+                    where windowed.user_id in (select user_id from users_loaded)
+                )
+        ) as validated
+    """,
+    # every delivered event (late ones count the sessions before the transactions after them)
+    "events": "select cast(occurred_at as date) as day from staging.stg_events__events "
+    "where source_load_id in (select unnest($loads))",
+    # a rate converts the amounts of its day and of the days after it
+    "fx": "select rate_date as day from staging.stg_fx__rates where source_load_id in (select unnest($loads))",
 }
-DAY_PARTITIONED = ("intermediate", "int_transactions_windowed")
+# per source, the day each row of its new loads lands on: the days a run's data tests check (with
+# the days it builds), so every row that arrived is tested, a status change included
+LOADED_DAYS = AFFECTED_DAYS | {
+    "app": "select cast(created_at as date) as day from staging.stg_app__transactions "
+    "where source_load_id in (select unnest($loads))",
+}
 PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -95,24 +157,32 @@ def latest_rows_loaded_at(connection: duckdb.DuckDBPyConnection) -> dt.datetime 
 
 
 def first_affected_day(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> dt.date | None:
-    """The earliest day with rows in loads finished after `since` (every load when None).
+    """The earliest day the loads finished after `since` (every load when None) can change (AFFECTED_DAYS)."""
+    return first_day(connection, since, AFFECTED_DAYS)
 
-    FIRST_DAY when the day-partitioned models or the staging views do not exist yet: a first build
-    builds every day there is.
+
+def first_loaded_day(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> dt.date | None:
+    """The earliest day a row of the loads finished after `since` lands on (LOADED_DAYS)."""
+    return first_day(connection, since, LOADED_DAYS)
+
+
+def first_day(
+    connection: duckdb.DuckDBPyConnection, since: dt.datetime | None, days_of_loads: dict[str, str]
+) -> dt.date | None:
+    """The earliest of the days `days_of_loads` gives for each source's loads finished after `since`.
+
+    FIRST_DAY when the day-partitioned models or the relations they are built from do not exist yet:
+    a first build builds every day there is.
     """
-    if not relation_exists(connection, *DAY_PARTITIONED):
+    if not all(relation_exists(connection, schema, name) for schema, name in BUILT_RELATIONS):
         return FIRST_DAY
     new_loads = completed_loads(connection, since)
     days: list[dt.date] = []
-    for source, (schema, view, day) in AFFECTED_DAYS.items():
+    for source, days_of_load in days_of_loads.items():
         load_ids = new_loads.get(source) or []
         if not load_ids:
             continue
-        if not relation_exists(connection, schema, view):
-            return FIRST_DAY
-        [(first,)] = connection.execute(
-            f"select min({day}) from {schema}.{view} where source_load_id in (select unnest(?))", [load_ids]
-        ).fetchall()
+        [(first,)] = connection.execute(f"select min(day) from ({days_of_load})", {"loads": load_ids}).fetchall()
         days += [first] if first else []
     return min(days, default=None)
 

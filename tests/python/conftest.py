@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,3 +74,14 @@ def warehouse_copy(built_warehouse: Warehouse, tmp_path: Path, monkeypatch: pyte
     for key, value in demo_environment(data_dir).items():
         monkeypatch.setenv(key, value)
     return Warehouse(data_dir, data_dir / "warehouse.duckdb", built_warehouse.loads, built_warehouse.build)
+
+
+def new_app_load(connection: duckdb.DuckDBPyConnection) -> str:
+    """A completed dlt load of the app source, as dlt records one (its id is the unix time)."""
+    load_id = f"{time.time():.6f}"
+    connection.execute(
+        "insert into raw_app._dlt_loads (load_id, schema_name, status, inserted_at, schema_version_hash) "
+        "select ?, schema_name, 0, now(), schema_version_hash from raw_app._dlt_loads limit 1",
+        [load_id],
+    )
+    return load_id

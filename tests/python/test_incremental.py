@@ -8,11 +8,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import TEST_SCALE, TEST_SEED, demo_environment, table_hash
+from conftest import RUN_DATE, TEST_SCALE, TEST_SEED, Warehouse, demo_environment, new_app_load, table_hash
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
 from pipeline.dbt_runner import run_dbt
+from pipeline.monitoring import first_affected_day, first_loaded_day
 
 VALIDATED = ("intermediate.int_transactions_validated", "intermediate.int_events_validated")
 DOWNSTREAM = ("intermediate.int_quarantined_rows", "monitoring.row_reconciliation", "marts_audit.training_set")
@@ -73,3 +74,54 @@ def test_incremental_validated_tables_equal_a_full_build(tmp_path: Path, monkeyp
     assert full_build.success, full_build.failures
     full = {relation: table_hash(warehouse, relation) for relation in VALIDATED + DOWNSTREAM}
     assert incremental == full
+
+
+def test_a_run_rebuilds_the_days_its_loads_change(warehouse_copy: Warehouse) -> None:
+    """A status change rebuilds no day; a changed amount rebuilds its day, and so does a transaction
+    whose unknown user arrived: the days rebuilt then equal a full build."""
+    by_day = ("intermediate.int_transactions_windowed", "marts.user_daily_features")
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        since = connection.sql("select cast(now() as timestamp)").fetchone()[0]  # the loads below come after
+
+        def valid_on(day: str) -> int:
+            return connection.execute(
+                "select min(transaction_id) from intermediate.int_transactions_windowed where transaction_date = ?",
+                [day],
+            ).fetchone()[0]
+
+        status_only, amount_changed = valid_on("2026-07-01"), valid_on("2026-08-20")
+        [(orphan, orphan_user, orphan_day)] = connection.sql(
+            "select transaction_id, user_id, cast(created_at as date) from intermediate.int_transactions_validated "
+            "where rejection_rule = 'unknown_user' order by created_at desc limit 1"
+        ).fetchall()
+        assert dt.date(2026, 7, 1) < orphan_day < dt.date(2026, 8, 20)
+        connection.execute(
+            "update raw_app.transactions set status = 'refunded', _dlt_load_id = ? where transaction_id = ?",
+            [new_app_load(connection), status_only],
+        )
+        assert first_affected_day(connection, since) is None  # a status changes no feature
+        assert first_loaded_day(connection, since) == dt.date(2026, 7, 1)  # but its day is tested
+        connection.execute(
+            "update raw_app.transactions set amount = cast(cast(amount as double) * 2 as varchar), "
+            "_dlt_load_id = ? where transaction_id = ?",
+            [new_app_load(connection), amount_changed],
+        )
+        assert first_affected_day(connection, since) == dt.date(2026, 8, 20)
+        connection.execute(
+            "insert into raw_app.users select * replace (? as user_id, ? as _dlt_load_id, ? || _dlt_id as _dlt_id) "
+            "from raw_app.users limit 1",
+            [orphan_user, new_app_load(connection), "arrived-"],
+        )
+        assert first_affected_day(connection, since) == orphan_day
+
+    models = ["--select", "int_transactions_validated", "int_transactions_windowed", "user_daily_features"]
+    days = {"run_date": RUN_DATE, "from_date": orphan_day.isoformat(), "to_date": RUN_DATE}
+    assert run_dbt(["run", *models], dbt_vars=days, quiet=True).success
+    # a status-only change leaves its rows' load id as the windows were computed from: not compared
+    rows = {relation: f"(select * exclude (source_load_id) from {relation})" for relation in by_day}
+    rebuilt = {relation: table_hash(warehouse_copy.duckdb_path, rows[relation]) for relation in by_day}
+    assert warehouse_copy.query(
+        f"select count(*) from intermediate.int_transactions_windowed where transaction_id = {orphan}"
+    ) == [(1,)]
+    assert run_dbt(["run", *models, "--full-refresh"], dbt_vars={"run_date": RUN_DATE}, quiet=True).success
+    assert rebuilt == {relation: table_hash(warehouse_copy.duckdb_path, rows[relation]) for relation in by_day}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import REPO_ROOT, TEST_SCALE, TEST_SEED, demo_environment
+from conftest import REPO_ROOT, TEST_SCALE, TEST_SEED, demo_environment, new_app_load
 
 from demo.generate import generate
 from pipeline.cli import main
@@ -103,14 +103,9 @@ def gold_hashes(path: str, relations: list[str]) -> dict[str, tuple[int, str]]:
 def load_new_version(connection: duckdb.DuckDBPyConnection, row_id: str, status: str) -> None:
     """What dlt's merge does when the app changes a transaction's status: the raw row is replaced by
     the new version, stamped with a new completed load (the validated table is incremental by load)."""
-    load_id = f"{time.time():.6f}"
     connection.execute(
-        "insert into raw_app._dlt_loads (load_id, schema_name, status, inserted_at, schema_version_hash) "
-        "select ?, schema_name, 0, now(), schema_version_hash from raw_app._dlt_loads limit 1",
-        [load_id],
-    )
-    connection.execute(
-        "update raw_app.transactions set status = ?, _dlt_load_id = ? where _dlt_id = ?", [status, load_id, row_id]
+        "update raw_app.transactions set status = ?, _dlt_load_id = ? where _dlt_id = ?",
+        [status, new_app_load(connection), row_id],
     )
 
 
