@@ -78,7 +78,8 @@ def test_incremental_validated_tables_equal_a_full_build(tmp_path: Path, monkeyp
 
 def test_a_run_rebuilds_the_days_its_loads_change(warehouse_copy: Warehouse) -> None:
     """A status change rebuilds no day; a changed amount rebuilds its day, and so does a transaction
-    whose unknown user arrived: the days rebuilt then equal a full build."""
+    whose unknown user arrived; a transaction moved to a later day rebuilds the day it was on: the
+    days rebuilt then equal a full build."""
     by_day = ("intermediate.int_transactions_windowed", "marts.user_daily_features")
     with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
         since = connection.sql("select cast(now() as timestamp)").fetchone()[0]  # the loads below come after
@@ -90,11 +91,12 @@ def test_a_run_rebuilds_the_days_its_loads_change(warehouse_copy: Warehouse) -> 
             ).fetchone()[0]
 
         status_only, amount_changed = valid_on("2026-07-01"), valid_on("2026-08-20")
+        moved = valid_on("2026-07-15")
         [(orphan, orphan_user, orphan_day)] = connection.sql(
             "select transaction_id, user_id, cast(created_at as date) from intermediate.int_transactions_validated "
             "where rejection_rule = 'unknown_user' order by created_at desc limit 1"
         ).fetchall()
-        assert dt.date(2026, 7, 1) < orphan_day < dt.date(2026, 8, 20)
+        assert dt.date(2026, 7, 15) < orphan_day < dt.date(2026, 8, 20)
         connection.execute(
             "update raw_app.transactions set status = 'refunded', _dlt_load_id = ? where transaction_id = ?",
             [new_app_load(connection), status_only],
@@ -113,9 +115,15 @@ def test_a_run_rebuilds_the_days_its_loads_change(warehouse_copy: Warehouse) -> 
             [orphan_user, new_app_load(connection), "arrived-"],
         )
         assert first_affected_day(connection, since) == orphan_day
+        connection.execute(
+            "update raw_app.transactions set created_at = '2026-08-25 12:00:00', _dlt_load_id = ? "
+            "where transaction_id = ?",
+            [new_app_load(connection), moved],
+        )
+        assert first_affected_day(connection, since) == dt.date(2026, 7, 15)
 
     models = ["--select", "int_transactions_validated", "int_transactions_windowed", "user_daily_features"]
-    days = {"run_date": RUN_DATE, "from_date": orphan_day.isoformat(), "to_date": RUN_DATE}
+    days = {"run_date": RUN_DATE, "from_date": "2026-07-15", "to_date": RUN_DATE}
     assert run_dbt(["run", *models], dbt_vars=days, quiet=True).success
     # a status-only change leaves its rows' load id as the windows were computed from: not compared
     rows = {relation: f"(select * exclude (source_load_id) from {relation})" for relation in by_day}
