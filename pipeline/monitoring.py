@@ -17,18 +17,27 @@ FIRST_DAY = dt.date(1970, 1, 1)
 # a day-partitioned model and the validated transactions it is built from: without them, a build
 # covers every day
 BUILT_RELATIONS = (("intermediate", "int_transactions_windowed"), ("intermediate", "int_transactions_validated"))
-# per source, the days whose day-partitioned rows (history windows, daily features) the rows of its
-# new loads (`$loads`) can change; each day's windows look back 30 days, so every later day is
-# rebuilt too
-AFFECTED_DAYS = {
-    # A transaction new, or changed in what the features read (user, time, amount, currency, device):
-    # its day, and the day the windows hold it on. A change of status alone (most updates) changes no
-    # feature, so it does not rebuild weeks of windows. The version compared with is the validated
-    # one when the windows were built after it (else a failed build may have validated the change
-    # without building the windows). Transactions valid, or quarantined for an unknown user, that
-    # the windows do not hold, of a user in the new loads: valid now that their user is known (their
-    # events too, which only count for their user's transactions).
-    "app": """
+# per source, the day each row of its new loads (`$loads`) lands on: the days a run's data tests
+# check, so every row that arrived is tested, a status change included. For events and rates it is
+# also the earliest day the row changes: a late event counts in the sessions before the transactions
+# after it, a rate converts the amounts of its day and of the days after it (each day's windows look
+# back 30 days, so every later day is rebuilt too)
+LOADED_DAYS = {
+    "app": "select cast(created_at as date) as day from staging.stg_app__transactions "
+    "where source_load_id in (select unnest($loads))",
+    "events": "select cast(occurred_at as date) as day from staging.stg_events__events "
+    "where source_load_id in (select unnest($loads))",
+    "fx": "select rate_date as day from staging.stg_fx__rates where source_load_id in (select unnest($loads))",
+}
+# the days whose day-partitioned rows (history windows, daily features) the app's new loads can
+# change. A transaction new, or changed in what the features read (user, time, amount, currency,
+# device): its day, and the day the windows hold it on. A change of status alone (most updates)
+# changes no feature, so it does not rebuild weeks of windows. The version compared with is the
+# validated one when the windows were built after it (else a failed build may have validated the
+# change without building the windows). Transactions valid, or quarantined for an unknown user, that
+# the windows do not hold, of a user in the new loads: valid now that their user is known (their
+# events too, which only count for their user's transactions).
+APP_AFFECTED_DAYS = """
         select least(cast(changed.created_at as date), windowed.transaction_date) as day
         from (
             with new_rows as materialized (
@@ -70,19 +79,7 @@ AFFECTED_DAYS = {
                     where windowed.user_id in (select user_id from users_loaded)
                 )
         ) as validated
-    """,
-    # every delivered event (late ones count the sessions before the transactions after them)
-    "events": "select cast(occurred_at as date) as day from staging.stg_events__events "
-    "where source_load_id in (select unnest($loads))",
-    # a rate converts the amounts of its day and of the days after it
-    "fx": "select rate_date as day from staging.stg_fx__rates where source_load_id in (select unnest($loads))",
-}
-# per source, the day each row of its new loads lands on: the days a run's data tests check (with
-# the days it builds), so every row that arrived is tested, a status change included
-LOADED_DAYS = AFFECTED_DAYS | {
-    "app": "select cast(created_at as date) as day from staging.stg_app__transactions "
-    "where source_load_id in (select unnest($loads))",
-}
+"""
 PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -156,35 +153,41 @@ def latest_rows_loaded_at(connection: duckdb.DuckDBPyConnection) -> dt.datetime 
     return max(filter(None, times), default=None)
 
 
-def first_affected_day(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> dt.date | None:
-    """The earliest day the loads finished after `since` (every load when None) can change (AFFECTED_DAYS)."""
-    return first_day(connection, since, AFFECTED_DAYS)
+@dataclass
+class DaysToRun:
+    """The earliest day a run's new loads can change (to build from) and the earliest day a row of
+    them lands on (to test from); None when no load is new."""
+
+    affected: dt.date | None
+    loaded: dt.date | None
 
 
-def first_loaded_day(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> dt.date | None:
-    """The earliest day a row of the loads finished after `since` lands on (LOADED_DAYS)."""
-    return first_day(connection, since, LOADED_DAYS)
-
-
-def first_day(
-    connection: duckdb.DuckDBPyConnection, since: dt.datetime | None, days_of_loads: dict[str, str]
-) -> dt.date | None:
-    """The earliest of the days `days_of_loads` gives for each source's loads finished after `since`.
+def first_days(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> DaysToRun:
+    """The days of the loads finished after `since` (every load when None): LOADED_DAYS per source,
+    APP_AFFECTED_DAYS for the app's features.
 
     FIRST_DAY when the day-partitioned models or the relations they are built from do not exist yet:
     a first build builds every day there is.
     """
     if not all(relation_exists(connection, schema, name) for schema, name in BUILT_RELATIONS):
-        return FIRST_DAY
+        return DaysToRun(FIRST_DAY, FIRST_DAY)
     new_loads = completed_loads(connection, since)
-    days: list[dt.date] = []
-    for source, days_of_load in days_of_loads.items():
+    affected: list[dt.date] = []
+    loaded: list[dt.date] = []
+    for source, days_of_load in LOADED_DAYS.items():
         load_ids = new_loads.get(source) or []
         if not load_ids:
             continue
-        [(first,)] = connection.execute(f"select min(day) from ({days_of_load})", {"loads": load_ids}).fetchall()
-        days += [first] if first else []
-    return min(days, default=None)
+        days = first_day(connection, days_of_load, load_ids)
+        loaded += days
+        affected += first_day(connection, APP_AFFECTED_DAYS, load_ids) if source == "app" else days
+    return DaysToRun(min(affected, default=None), min(loaded, default=None))
+
+
+def first_day(connection: duckdb.DuckDBPyConnection, days_of_load: str, load_ids: list[str]) -> list[dt.date]:
+    """The earliest day `days_of_load` gives for `load_ids`, as a list (empty when there is none)."""
+    [(day,)] = connection.execute(f"select min(day) from ({days_of_load})", {"loads": load_ids}).fetchall()
+    return [day] if day else []
 
 
 @dataclass

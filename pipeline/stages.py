@@ -17,8 +17,8 @@ from pipeline.console import first_line, log, seconds
 from pipeline.dbt_runner import DbtSummary, run_dbt
 from pipeline.export import Manifest, export_training_set
 from pipeline.monitoring import (
-    first_affected_day,
-    first_loaded_day,
+    DaysToRun,
+    first_days,
     last_successful_build,
     latest_rows_loaded_at,
     model_row_counts,
@@ -145,19 +145,18 @@ def nothing_new(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> str
 def dbt_vars(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> dict[str, object]:
     """run_date, and for a run of a given day the range of days to (re)build: from the earliest day
     the rows loaded since the last successful build can change (late rows, updates of what the
-    features read: monitoring.AFFECTED_DAYS) to the day itself; its data tests check from the
+    features read: monitoring.APP_AFFECTED_DAYS) to the day itself; its data tests check from the
     earliest day any of those rows lands on (tested_from_date), so a status change is tested too."""
     variables: dict[str, object] = {"run_date": run.run_date.isoformat()}
     if options.run_date is None or options.full_refresh:
         return variables
-    affected = loaded = None
+    days = DaysToRun(None, None)
     if options.on_duckdb:
         with connect(duckdb_path(), read_only=True, policy=policy, prefix="[build] ") as connection:
             built = last_successful_build(connection, options.target)
-            affected = first_affected_day(connection, built[1] if built else None)
-            loaded = first_loaded_day(connection, built[1] if built else None)
-    from_date = min(affected or run.run_date, run.run_date)
-    tested_from_date = min(loaded or from_date, from_date)
+            days = first_days(connection, built[1] if built else None)
+    from_date = min(days.affected or run.run_date, run.run_date)
+    tested_from_date = min(days.loaded or from_date, from_date)
     return variables | {
         "from_date": from_date.isoformat(),
         "to_date": run.run_date.isoformat(),

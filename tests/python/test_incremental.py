@@ -13,7 +13,7 @@ from conftest import RUN_DATE, TEST_SCALE, TEST_SEED, Warehouse, demo_environmen
 from demo.generate import generate
 from extract.load import SOURCES, load_source
 from pipeline.dbt_runner import run_dbt
-from pipeline.monitoring import first_affected_day, first_loaded_day
+from pipeline.monitoring import first_days
 
 VALIDATED = ("intermediate.int_transactions_validated", "intermediate.int_events_validated")
 DOWNSTREAM = ("intermediate.int_quarantined_rows", "monitoring.row_reconciliation", "marts_audit.training_set")
@@ -101,26 +101,27 @@ def test_a_run_rebuilds_the_days_its_loads_change(warehouse_copy: Warehouse) -> 
             "update raw_app.transactions set status = 'refunded', _dlt_load_id = ? where transaction_id = ?",
             [new_app_load(connection), status_only],
         )
-        assert first_affected_day(connection, since) is None  # a status changes no feature
-        assert first_loaded_day(connection, since) == dt.date(2026, 7, 1)  # but its day is tested
+        after_status = first_days(connection, since)
+        assert after_status.affected is None  # a status changes no feature
+        assert after_status.loaded == dt.date(2026, 7, 1)  # but its day is tested
         connection.execute(
             "update raw_app.transactions set amount = cast(cast(amount as double) * 2 as varchar), "
             "_dlt_load_id = ? where transaction_id = ?",
             [new_app_load(connection), amount_changed],
         )
-        assert first_affected_day(connection, since) == dt.date(2026, 8, 20)
+        assert first_days(connection, since).affected == dt.date(2026, 8, 20)
         connection.execute(
             "insert into raw_app.users select * replace (? as user_id, ? as _dlt_load_id, ? || _dlt_id as _dlt_id) "
             "from raw_app.users limit 1",
             [orphan_user, new_app_load(connection), "arrived-"],
         )
-        assert first_affected_day(connection, since) == orphan_day
+        assert first_days(connection, since).affected == orphan_day
         connection.execute(
             "update raw_app.transactions set created_at = '2026-08-25 12:00:00', _dlt_load_id = ? "
             "where transaction_id = ?",
             [new_app_load(connection), moved],
         )
-        assert first_affected_day(connection, since) == dt.date(2026, 7, 15)
+        assert first_days(connection, since).affected == dt.date(2026, 7, 15)
 
     models = ["--select", "int_transactions_validated", "int_transactions_windowed", "user_daily_features"]
     days = {"run_date": RUN_DATE, "from_date": "2026-07-15", "to_date": RUN_DATE}
