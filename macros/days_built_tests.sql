@@ -1,14 +1,21 @@
 {#-
-    Data tests on a run that builds given days check those days, and every day that received rows.
+    Data tests on a run that builds given days check those days, and every day that received rows,
+    in the models whose other days provably did not change since a build tested them; every row of
+    everything else.
 
     A run of the pipeline for a day passes from_date..to_date (run settings): the incremental models
-    rebuild only those days. The data tests of a model that declares its day (`meta.day_column`, a
-    SQL date expression over its columns) then check the rows of those days and of the days the
-    rows loaded since the last build land on (tested_from_date: a status change of an old
-    transaction rebuilds no day, but is tested), not the whole history
-    again: at 10M transactions a `unique` over 50M event ids costs more than building the day. A
-    full build, or any run without from_date, tests every row. A test that needs the history (a
-    baseline of earlier days) sets `meta: {all_days: true}`.
+    rebuild only those days. The data tests of an intermediate model that declares its day
+    (`meta.day_column`, a SQL date expression over its columns) and keeps the rows of the other
+    days (incremental, or a view over such a model) then check the rows of those days and of the
+    days the rows loaded since the last build land on (tested_from_date: a status change of an old
+    transaction rebuilds no day, but is tested), not the whole history again: at 10M transactions a
+    `unique` over 50M event ids costs more than building the day.
+    What is published is tested whole, always: the gold models (meta.publish) are the tables dbt
+    rebuilds whole from the intermediate ones (fct_transaction_features, training_set: every row
+    is new) and user_daily_features, whose old days a consumer reads too. So a row on an old day
+    that no build wrote (an upstream bug, a hand edit) is never published untested: it fails the
+    gold tests of the run that would publish it. A full build, or any run without from_date, tests
+    every row. A test that needs the history (a baseline of earlier days) sets `meta: {all_days: true}`.
 
     get_where_subquery: dbt's hook that wraps a generic test's model with the test's `where`; here it
     also adds the days built. Singular tests call days_built_predicate themselves.
@@ -30,10 +37,14 @@
 {%- endmacro %}
 
 
-{#- the `meta.day_column` of the model built as `relation`, or none -#}
+{#- the `meta.day_column` of the model built as `relation`, or none when its tests check every row: a
+    gold model (published, tested whole) or one dbt rebuilds whole (a table: every row is new) -#}
 {% macro day_column_of(relation) -%}
     {%- set node = node_built_as(relation) -%}
-    {{ return(node.config.meta.get('day_column') if node else none) }}
+    {%- if not node or node.config.meta.get('publish') or node.config.materialized not in ('incremental', 'view') -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return(node.config.meta.get('day_column')) }}
 {%- endmacro %}
 
 

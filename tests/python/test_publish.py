@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import duckdb
-from conftest import Warehouse, table_hash
+from conftest import RUN_DATE, Warehouse, table_hash
 
 from pipeline.dbt_runner import PROJECT_DIR, run_dbt
 
@@ -89,12 +89,20 @@ def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: W
         )
     new = audited(warehouse_copy)
     assert new != old
-    command = [str(Path(sys.executable).parent / "dbt"), "run-operation", "publish_gold_now",
-               "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+    command = [
+        str(Path(sys.executable).parent / "dbt"),
+        "run-operation",
+        "publish_gold_now",
+        "--project-dir",
+        str(PROJECT_DIR),
+        "--profiles-dir",
+        str(PROJECT_DIR),
+    ]
     outcomes = []
     for delay in (0.0, 0.3, 0.6, 1.0):
-        process = subprocess.Popen(command, cwd=PROJECT_DIR, env=os.environ.copy(), text=True,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=PROJECT_DIR, env=os.environ.copy(), text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         assert process.stdout is not None
         for line in process.stdout:  # the operation starts once dbt has parsed the project
             if "Found " in line:
@@ -121,3 +129,25 @@ def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: W
         )
     )
     assert kinds == {"marts.fct_transaction_features": "view", "marts_audit.fct_transaction_features": "view"}
+
+
+def test_a_day_run_tests_every_published_row_not_only_the_days_it_built(warehouse_copy: Warehouse) -> None:
+    """A run of one day rebuilds fct_transaction_features and training_set whole and publishes
+    user_daily_features' old days: a bad row on an old day that no build wrote (an upstream bug)
+    fails the gold tests of that run instead of being published."""
+    before = published(warehouse_copy)
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        for table in ("intermediate.int_transactions_windowed", "marts_audit.user_daily_features"):
+            day = "transaction_date" if "windowed" in table else "feature_date"
+            connection.execute(f"insert into {table} select * from {table} where {day} = '2026-04-15' limit 1")
+    # what `pipeline run --date 2026-09-30` passes (pipeline.stages.dbt_vars, dbt_build)
+    one_day = {"run_date": RUN_DATE, "from_date": RUN_DATE, "to_date": RUN_DATE, "tested_from_date": RUN_DATE}
+    build = run_dbt(["build", "--exclude-resource-type", "unit_test"], dbt_vars=one_day, quiet=True)
+    assert not build.success
+    failed = " ".join(build.failures)
+    assert "unique_fct_transaction_features_transaction_id" in failed
+    assert "unique_combination_user_daily_features" in failed
+    assert published(warehouse_copy) == before
+    assert last_publish(warehouse_copy)[0] == "not_published"
+    [(duplicates,)] = warehouse_copy.query("select count(*) - count(distinct transaction_id) from marts.training_set")
+    assert duplicates == 0

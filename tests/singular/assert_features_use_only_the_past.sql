@@ -5,7 +5,9 @@
 -- later would show up here.
 with
 
--- on a run that builds given days, the transactions of those days (macros/days_built_tests.sql)
+-- on a run that builds given days, the transactions of those days (macros/days_built_tests.sql): the
+-- windows this test recomputes are those int_transactions_windowed computed on the days it built; the
+-- other tests of fct_transaction_features check every row
 features as (
     select * from {{ ref('fct_transaction_features') }}
     where mod(user_id, 10) = 0 and {{ days_built_predicate('transaction_date') }}
