@@ -8,7 +8,11 @@ rows it gave before: the raw table is merged on `_source_file` (the file's path)
 while the repeated reports a file itself holds are kept.
 
 Every format is read into the same all-text Arrow schema: the raw layer keeps values exactly as
-the file gave them and staging casts them.
+the file gave them and staging casts them. A file that cannot be read so (empty, corrupt, a row
+with the wrong number of fields, a missing contract column, invalid UTF-8, a JSONL value changing
+type, an unknown extension) is not loaded: `raw_chargebacks.rejected_files` gets its path, the
+reason, its size and modification date, and the other files load. Rows an earlier version of a
+rejected file gave stay until a readable version replaces them.
 """
 
 import io
@@ -20,11 +24,12 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
+from dlt.extract.items import DataItemWithMeta
 from dlt.sources import DltResource
 from dlt.sources.filesystem import FileItemDict, filesystem
 
 from extract.arrow_rows import chunked, constant, read_concurrently, stable_prefix, with_row_ids
-from extract.files import require_bucket
+from extract.files import RejectedFile, rejected_files_rows, rejection, require_bucket
 
 CHARGEBACK_COLUMNS = ("transaction_id", "reported_at", "reason")
 RAW_SCHEMA = pa.schema([(name, pa.string()) for name in CHARGEBACK_COLUMNS])
@@ -53,10 +58,15 @@ def read_chargeback_file(name: str, content: bytes) -> pa.Table:
     return pa.table({name: table[name].cast(pa.string()) for name in CHARGEBACK_COLUMNS})
 
 
-def read_tagged(file: FileItemDict) -> pa.Table:
-    """One file as raw rows tagged with the file's path, the row's position in it and a stable row id."""
+def read_tagged(file: FileItemDict) -> pa.Table | RejectedFile:
+    """One file as raw rows tagged with the file's path, the row's position in it and a stable row id;
+    a RejectedFile when its content cannot be read as the contract says."""
     path = file["relative_path"]
-    table = read_chargeback_file(file["file_name"], file.read_bytes())
+    content = file.read_bytes()  # a bucket that cannot be read fails the load: that is not the file's fault
+    try:
+        table = read_chargeback_file(file["file_name"], content)
+    except (ValueError, OSError, pa.ArrowException) as error:  # parsing bytes in memory: the content is bad
+        return rejection(path, error)
     table = table.append_column(SOURCE_FILE_COLUMN, constant(path, table.num_rows))
     table = table.append_column(SOURCE_ROW_COLUMN, pa.array(np.arange(table.num_rows, dtype=np.int64)))
     return with_row_ids(table, stable_prefix(path))
@@ -68,9 +78,19 @@ def read_tagged(file: FileItemDict) -> pa.Table:
     merge_key=SOURCE_FILE_COLUMN,
     write_disposition={"disposition": "merge", "strategy": "delete-insert"},
 )
-def read_chargeback_files(files: list[FileItemDict]) -> Iterator[pa.Table]:
-    """Yield the chargeback files of one listing page as Arrow tables."""
-    yield from chunked(read_concurrently(files, read_tagged))
+def read_chargeback_files(files: list[FileItemDict]) -> Iterator[pa.Table | DataItemWithMeta]:
+    """Yield the chargeback files of one listing page as Arrow tables, then the page's rejected files."""
+    rejected: list[RejectedFile] = []
+
+    def readable() -> Iterator[pa.Table]:
+        for outcome in read_concurrently(files, read_tagged):
+            if isinstance(outcome, RejectedFile):
+                rejected.append(outcome)
+            else:
+                yield outcome
+
+    yield from chunked(readable())
+    yield rejected_files_rows(files, rejected)
 
 
 @dlt.source(name="chargebacks")

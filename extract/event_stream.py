@@ -18,6 +18,7 @@ import dlt
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dlt.common.storages.exceptions import CurrentLoadPackageStateNotAvailable
+from dlt.extract.items import DataItemWithMeta
 from dlt.sources import DltResource
 from dlt.sources.filesystem import FileItemDict, filesystem
 
@@ -30,16 +31,31 @@ from extract.arrow_rows import (
     stable_prefix,
     with_row_ids,
 )
-from extract.files import require_bucket
+from extract.files import RejectedFile, rejected_files_rows, rejection, require_bucket
 
 BATCH_FILE_COLUMN = "_batch_file"
 FILES_PER_PAGE = 200
+# the raw contract: a batch file without one of these is rejected
+EVENT_COLUMNS = ("event_id", "user_id", "session_id", "event_type", "device_type", "occurred_at", "properties")
 
 
-def read_batch_file(file: FileItemDict, load_id: str) -> pa.Table:
-    """One micro-batch as Arrow, tagged with its file and row ids unique to the file in this load."""
-    with file.open() as handle:
-        table = pq.read_table(handle)
+def read_batch_table(content: bytes) -> pa.Table:
+    """A micro-batch file's rows; ValueError when it lacks a contract column."""
+    table = pq.read_table(pa.BufferReader(content))
+    missing = [column for column in EVENT_COLUMNS if column not in table.column_names]
+    if missing:
+        raise ValueError(f"lacks the contract's columns {missing}")
+    return table
+
+
+def read_batch_file(file: FileItemDict, load_id: str) -> pa.Table | RejectedFile:
+    """One micro-batch as Arrow, tagged with its file and row ids unique to the file in this load;
+    a RejectedFile when its content cannot be read."""
+    content = file.read_bytes()  # a bucket that cannot be read fails the load: that is not the file's fault
+    try:
+        table = read_batch_table(content)
+    except (ValueError, OSError, pa.ArrowException) as error:  # parsing bytes in memory: the content is bad
+        return rejection(file["relative_path"], error)
     table = table.append_column(BATCH_FILE_COLUMN, constant(file["relative_path"], table.num_rows))
     return with_row_ids(table, stable_prefix(f"{load_id}/{file['relative_path']}"))
 
@@ -58,14 +74,23 @@ def current_load_id() -> str:
     write_disposition="append",
     columns={BATCH_FILE_COLUMN: {"data_type": "text"}},
 )
-def read_event_batches(files: list[FileItemDict], chunk_rows: int = MIN_CHUNK_ROWS) -> Iterator[pa.Table]:
-    """Yield the micro-batch files of one listing page as Arrow tables of at least `chunk_rows` rows."""
+def read_event_batches(
+    files: list[FileItemDict], chunk_rows: int = MIN_CHUNK_ROWS
+) -> Iterator[pa.Table | DataItemWithMeta]:
+    """Yield the micro-batch files of one listing page as Arrow tables of at least `chunk_rows` rows,
+    then the page's rejected files."""
     load_id = current_load_id()  # read here: the reader threads have no dlt context
+    rejected: list[RejectedFile] = []
 
-    def read(file: FileItemDict) -> pa.Table:
-        return read_batch_file(file, load_id)
+    def readable() -> Iterator[pa.Table]:
+        for outcome in read_concurrently(files, lambda file: read_batch_file(file, load_id)):
+            if isinstance(outcome, RejectedFile):
+                rejected.append(outcome)
+            else:
+                yield outcome
 
-    yield from chunked(read_concurrently(files, read), chunk_rows)
+    yield from chunked(readable(), chunk_rows)
+    yield rejected_files_rows(files, rejected)
 
 
 @dlt.source(name="events")

@@ -1,9 +1,14 @@
-"""Settings checks shared by the sources, and the error a bad setting raises."""
+"""What the file sources share: settings checks, the error a bad setting raises, rejected files."""
 
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import fsspec
+from dlt.extract.hints import make_hints
+from dlt.extract.items import DataItemWithMeta
+from dlt.extract.resource import with_hints
+from dlt.sources.filesystem import FileItemDict
 
 
 class SourceSettingError(ValueError):
@@ -44,3 +49,56 @@ def require_bucket(setting: str, bucket_url: str) -> None:
         raise SourceSettingError(setting, f"= {bucket_url!r}: unknown protocol {protocol!r}") from error
     except ImportError as error:
         raise SourceSettingError(setting, f"= {bucket_url!r}: {error}") from error
+
+
+# Files a source cannot read are not loaded: each gets a row in `raw_<source>.rejected_files` with
+# its path and the reason, and the rows of the other files load. A file read well later (fixed and
+# uploaded again) deletes its row there: every file a page lists sends a row, the readable ones with
+# `is_readable` true, dlt's `hard_delete` hint: the merge removes that path's row instead of storing it.
+REJECTED_FILES_TABLE = "rejected_files"
+REJECTED_FILES_HINTS = make_hints(
+    table_name=REJECTED_FILES_TABLE,
+    write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+    primary_key="path",
+    merge_key="path",  # set, so the resource's own merge key does not carry over to this table
+    columns=[
+        {"name": "path", "data_type": "text", "nullable": False},
+        {"name": "reason", "data_type": "text"},
+        {"name": "size", "data_type": "bigint"},
+        {"name": "modification_date", "data_type": "timestamp"},
+        {"name": "is_readable", "data_type": "bool", "hard_delete": True},
+    ],
+)
+MAX_REASON_CHARS = 300
+
+
+@dataclass(frozen=True)
+class RejectedFile:
+    """A file that cannot be read as the contract says, and why (one line)."""
+
+    path: str
+    reason: str
+
+
+def rejection(path: str, error: BaseException) -> RejectedFile:
+    """The file at `path` rejected for `error`: its first line, at most MAX_REASON_CHARS characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(error).__name__
+    return RejectedFile(path, reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "...")
+
+
+def rejected_files_rows(files: list[FileItemDict], rejected: list[RejectedFile]) -> DataItemWithMeta:
+    """The `rejected_files` rows of one listing page: a reason for each rejected file, and
+    `is_readable` for the others (which deletes an earlier rejection of the same path)."""
+    reasons = {file.path: file.reason for file in rejected}
+    rows = [
+        {
+            "path": file["relative_path"],
+            "reason": reasons.get(file["relative_path"]),
+            "size": file["size_in_bytes"],
+            "modification_date": file["modification_date"],
+            "is_readable": file["relative_path"] not in reasons,
+        }
+        for file in files
+    ]
+    return with_hints(rows, REJECTED_FILES_HINTS, create_table_variant=True)

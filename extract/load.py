@@ -6,7 +6,9 @@ environment variables (see the README); while `sources.<section>.demo` is true a
 the bundled demo data instead, and the demo FX API is started here for the length of the load.
 
 A load killed part-way leaves its package in the pipeline's folder; the next run finishes it
-before extracting anything new, and dbt's staging models read only rows of completed loads.
+before extracting anything new (and counts its rows), and dbt's staging models read only rows of
+completed loads. A job the kill interrupted after its rows were committed runs again without
+storing them twice (extract/resumable_duckdb.py).
 """
 
 import argparse
@@ -24,6 +26,8 @@ from dlt.common.destination.configuration import ParquetFormatConfiguration
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 from extract.errors import CONFIG_SECTIONS, ExtractError, explain
+from extract.files import REJECTED_FILES_TABLE
+from extract.resumable_duckdb import resumable_duckdb
 
 __all__ = ["SOURCES", "ExtractError", "SourceLoad", "load_source", "main"]
 
@@ -42,11 +46,24 @@ class SourceLoad:
     seconds: float = 0.0
     steps: dict[str, float] = field(default_factory=dict)
     resumed: list[str] = field(default_factory=list)
+    resumed_rows: dict[str, int] = field(default_factory=dict)
+    rejected_files: list[tuple[str, str]] = field(default_factory=list)
 
     def describe(self) -> str:
+        """One line: rows per table (those of a finished interrupted load included), seconds, rejected files."""
         counts = ", ".join(f"{table} {count:,}" for table, count in sorted(self.rows.items())) or "no new rows"
-        finished = f"; finished interrupted load {', '.join(self.resumed)}" if self.resumed else ""
-        return f"{self.source:<12} -> {self.dataset:<16} {counts} ({self.seconds:.1f} s{finished})"
+        finished = ""
+        if self.resumed:
+            resumed = ", ".join(f"{table} {count:,}" for table, count in sorted(self.resumed_rows.items()))
+            finished = f"; finished interrupted load {', '.join(self.resumed)}: {resumed or 'no rows'}"
+        line = f"{self.source:<12} -> {self.dataset:<16} {counts} ({self.seconds:.1f} s{finished})"
+        if self.rejected_files:
+            first_path, first_reason = self.rejected_files[0]
+            line += (
+                f"; {len(self.rejected_files)} file(s) rejected, see {self.dataset}.{REJECTED_FILES_TABLE}"
+                f" (first: {first_path}: {first_reason})"
+            )
+        return line
 
 
 def data_dir() -> Path:
@@ -86,7 +103,7 @@ def make_destination(name: str) -> object:
         path = Path(duckdb_path())
         path.parent.mkdir(parents=True, exist_ok=True)
         credentials = DuckDbCredentials(str(path), global_config=duckdb_settings() or None)
-        return dlt.destinations.duckdb(credentials, parquet_format=DUCKDB_PARQUET)
+        return resumable_duckdb(credentials, parquet_format=DUCKDB_PARQUET)
     if name == "bigquery":
         return dlt.destinations.bigquery()
     raise ExtractError(f"unknown destination {name!r}: use duckdb or bigquery")
@@ -165,43 +182,105 @@ def make_pipeline(name: str, destination_name: str) -> dlt.Pipeline:
     )
 
 
-def step_seconds(pipeline: dlt.Pipeline) -> dict[str, float]:
-    """Seconds dlt spent in each step of the last run."""
+def step_seconds(pipeline: dlt.Pipeline, into: dict[str, float] | None = None) -> dict[str, float]:
+    """Seconds dlt spent in each step of the last run (added to `into`)."""
+    seconds = dict(into or {})
     trace = pipeline.last_trace
-    return {
-        step.step: (step.finished_at - step.started_at).total_seconds()
-        for step in (trace.steps if trace else [])
-        if step.step in STEPS and step.finished_at is not None
-    }
+    for step in trace.steps if trace else []:
+        if step.step in STEPS and step.finished_at is not None:
+            seconds[step.step] = seconds.get(step.step, 0.0) + (step.finished_at - step.started_at).total_seconds()
+    return seconds
+
+
+def data_tables(pipeline: dlt.Pipeline) -> list[str]:
+    """The source's raw tables that hold its rows (not dlt's own, not the rejected files)."""
+    names = pipeline.default_schema.data_table_names(seen_data_only=True)
+    return [table for table in names if table != REJECTED_FILES_TABLE]
+
+
+def rows_of_loads(pipeline: dlt.Pipeline, load_ids: list[str]) -> dict[str, int]:
+    """Rows each raw table holds from the loads `load_ids` (the rows a merge kept)."""
+    if not load_ids:
+        return {}
+    ids = ", ".join(f"'{load_id}'" for load_id in load_ids)
+    counts: dict[str, int] = {}
+    with pipeline.sql_client() as client:
+        for table in data_tables(pipeline):
+            name = client.make_qualified_table_name(table)
+            [(count,)] = client.execute_sql(f"select count(*) from {name} where _dlt_load_id in ({ids})")
+            if count:
+                counts[table] = count
+    return counts
+
+
+def rejected_files(pipeline: dlt.Pipeline, load_ids: list[str]) -> list[tuple[str, str]]:
+    """(path, reason) of the files the loads `load_ids` rejected."""
+    if not load_ids or REJECTED_FILES_TABLE not in pipeline.default_schema.tables:
+        return []
+    ids = ", ".join(f"'{load_id}'" for load_id in load_ids)
+    with pipeline.sql_client() as client:
+        name = client.make_qualified_table_name(REJECTED_FILES_TABLE)
+        rows = client.execute_sql(
+            f"select path, reason from {name} where _dlt_load_id in ({ids}) and reason is not null order by path"
+        )
+    return [(str(path), str(reason)) for path, reason in rows or []]
+
+
+def finish_interrupted(pipeline: dlt.Pipeline) -> list[str]:
+    """Load the packages a killed run left behind; return their load ids.
+
+    dlt's `run` would load them and stop without extracting; here the caller extracts new data
+    next. That `run` first restores the incremental state from the warehouse when a finished
+    package carried a newer one than the local state (a kill after the package was committed
+    but before the local state was saved).
+    """
+    if not pipeline.has_pending_data:
+        return []
+    if pipeline.list_extracted_load_packages():
+        pipeline.normalize()
+    if not pipeline.list_normalized_load_packages():
+        return []
+    return list(pipeline.load().loads_ids)
 
 
 def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
     """Extract, normalize and load one source; raise ExtractError with a one-line reason.
 
-    A package a killed run left behind is loaded first (dlt's `run` does that), then new data.
+    A package a killed run left behind is loaded (and its rows counted) first, then new data.
     """
     if name not in SOURCES:
         raise ExtractError(f"unknown source {name!r}: choose from {', '.join(SOURCES)}")
     started = time.perf_counter()
     pipeline = make_pipeline(name, destination_name)
     try:
+        resumed = finish_interrupted(pipeline)
+        resumed_rows = rows_of_loads(pipeline, resumed)
+        steps = step_seconds(pipeline) if resumed else {}
         with source_arguments(name) as arguments:
             info = pipeline.run(build_source(name, arguments))
+        loaded = list(info.loads_ids) if info else []
+        rejected = rejected_files(pipeline, resumed + loaded)
     except ExtractError:
         raise
     except Exception as error:  # noqa: BLE001 - every failure becomes one line naming the source
         raise ExtractError(explain(name, error)) from error
-    trace = pipeline.last_trace
-    normalized = trace.last_normalize_info
-    rows = {
-        table: count
-        for table, count in (normalized.row_counts.items() if normalized else [])
-        if not table.startswith("_dlt")
-    }
-    extracted = set(trace.last_extract_info.loads_ids) if trace.last_extract_info else set()
-    resumed = [load_id for load_id in info.loads_ids if load_id not in extracted]
+    normalized = pipeline.last_trace.last_normalize_info
+    rows = dict(resumed_rows)
+    for table, count in normalized.row_counts.items() if normalized else []:
+        if not table.startswith("_dlt") and table != REJECTED_FILES_TABLE:
+            rows[table] = rows.get(table, 0) + count
     seconds = time.perf_counter() - started
-    return SourceLoad(name, pipeline.dataset_name, rows, list(info.loads_ids), seconds, step_seconds(pipeline), resumed)
+    return SourceLoad(
+        name,
+        pipeline.dataset_name,
+        rows,
+        resumed + loaded,
+        seconds,
+        step_seconds(pipeline, steps),
+        resumed,
+        resumed_rows,
+        rejected,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,3 +110,100 @@ def start_cli(space: Workspace, sources: str, **settings: str) -> subprocess.Pop
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+# ---------------------------------------------------------------- kills at dlt's milestones
+
+# Moments of a dlt run a kill can land in, each right before a call of a dlt function: a job's rows
+# are committed but dlt has not yet written that it committed them; the load is recorded in
+# `_dlt_loads` but its package is not archived; the local pipeline state is about to be saved.
+JOB_COMMITTED = "dlt.common.storages.load_package:PackageStorage.save_pending_transition"
+LOAD_RECORDED = "dlt.common.storages.load_storage:LoadStorage.complete_load_package"
+STATE_SAVED = "dlt.pipeline.pipeline:Pipeline._save_state"
+MILESTONES = (JOB_COMMITTED, LOAD_RECORDED, STATE_SAVED)
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """The `nth` call (1-based, over the whole CLI run) of `function` whose arguments mention `match`."""
+
+    function: str
+    nth: int
+    match: str = ""
+
+    def __str__(self) -> str:
+        name = self.function.rsplit(".", 1)[-1]
+        return f"{name}#{self.nth}{f'[{self.match}]' if self.match else ''}"
+
+
+def hook_milestones(kill_at: Milestone | None, calls: list[tuple[str, str]]) -> None:
+    """Wrap the MILESTONES functions in this process: record each call (function, its arguments' text)
+    in `calls`; SIGKILL this process right before the call `kill_at` names."""
+    import importlib
+    import os
+    import signal
+    import threading
+
+    lock = threading.Lock()
+    counts: dict[str, int] = {}
+
+    def wrap(function: str, original: object) -> object:
+        def hooked(*args: object, **kwargs: object) -> object:
+            text = " ".join(str(arg) for arg in args[1:])
+            with lock:
+                calls.append((function, text))
+                if kill_at is not None and kill_at.function == function and kill_at.match in text:
+                    counts[function] = counts.get(function, 0) + 1
+                    if counts[function] == kill_at.nth:
+                        os.kill(os.getpid(), signal.SIGKILL)
+            return original(*args, **kwargs)  # type: ignore[operator]
+
+        return hooked
+
+    for function in MILESTONES:
+        module_name, _, qualified = function.partition(":")
+        owner_name, _, method = qualified.partition(".")
+        owner = getattr(importlib.import_module(module_name), owner_name)
+        setattr(owner, method, wrap(function, getattr(owner, method)))
+
+
+def cli_with_milestones() -> None:
+    """`python -m extract` with the milestones hooked (run by start_cli_at): kills at the milestone in
+    `ML_FEATURES_TEST_KILL_AT` (function|nth|match), writes the calls seen to `ML_FEATURES_TEST_CALLS`."""
+    import json
+
+    from extract.load import main
+
+    spec = os.environ.get("ML_FEATURES_TEST_KILL_AT", "")
+    kill_at = None
+    if spec:
+        function, nth, match = spec.split("|")
+        kill_at = Milestone(function, int(nth), match)
+    calls: list[tuple[str, str]] = []
+    hook_milestones(kill_at, calls)
+    code = main(sys.argv[1:])
+    if os.environ.get("ML_FEATURES_TEST_CALLS"):
+        Path(os.environ["ML_FEATURES_TEST_CALLS"]).write_text(json.dumps(calls))
+    sys.exit(code)
+
+
+def start_cli_at(
+    space: Workspace, sources: str, kill_at: Milestone | None = None, calls_file: Path | None = None, **settings: str
+) -> subprocess.Popen[str]:
+    """Start the real extract CLI with dlt's milestones hooked: it SIGKILLs itself right before the call
+    `kill_at` names (None: runs to the end); the calls it saw go to `calls_file` as JSON."""
+    hooks = {}
+    if kill_at is not None:
+        hooks["ML_FEATURES_TEST_KILL_AT"] = f"{kill_at.function}|{kill_at.nth}|{kill_at.match}"
+    if calls_file is not None:
+        hooks["ML_FEATURES_TEST_CALLS"] = str(calls_file)
+    here = str(Path(__file__).parent)
+    code = f"import sys; sys.path.insert(0, {here!r}); import extract_support; extract_support.cli_with_milestones()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "--sources", sources],
+        cwd=REPO_ROOT,
+        env=cli_environment(space, **settings, **hooks),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -31,6 +31,13 @@ def items(source: object, resource: str) -> list[object]:
     return list(source.resources[resource])  # type: ignore[attr-defined]
 
 
+def data_and_file_rows(source: object, resource: str) -> tuple[list[object], list[object]]:
+    """The file sources' items: their data, and the small `rejected_files` rows (one per file)."""
+    everything = items(source, resource)
+    file_rows = [item for item in everything if isinstance(item, dict) and "is_readable" in item]
+    return [item for item in everything if not (isinstance(item, dict) and "is_readable" in item)], file_rows
+
+
 @pytest.mark.parametrize("backend", ["connectorx", "pyarrow"])
 def test_app_tables_arrive_as_arrow(demo: Path, backend: str) -> None:
     source = app_database(credentials=f"sqlite:///{demo / 'app.sqlite'}", backend=backend, chunk_size=250)
@@ -42,8 +49,9 @@ def test_app_tables_arrive_as_arrow(demo: Path, backend: str) -> None:
 
 def test_event_files_arrive_as_few_large_arrow_tables(demo: Path) -> None:
     files = list((demo / "events").rglob("*.parquet"))
-    tables = items(event_stream(bucket_url=str(demo / "events")), "events")
+    tables, file_rows = data_and_file_rows(event_stream(bucket_url=str(demo / "events")), "events")
     assert all(isinstance(table, pa.Table) for table in tables)
+    assert len(file_rows) == len(files) and all(row["is_readable"] for row in file_rows)
     assert len(tables) < len(files) / 10  # many small batch files, concatenated
     combined = pa.concat_tables(tables)
     assert combined.num_rows == sum(pq.read_metadata(path).num_rows for path in files)
@@ -51,7 +59,8 @@ def test_event_files_arrive_as_few_large_arrow_tables(demo: Path) -> None:
 
 
 def test_chargeback_files_arrive_as_all_text_arrow(demo: Path) -> None:
-    tables = items(bucket_files(bucket_url=str(demo / "bucket" / "chargebacks")), "chargebacks")
+    tables, file_rows = data_and_file_rows(bucket_files(bucket_url=str(demo / "bucket" / "chargebacks")), "chargebacks")
+    assert file_rows and all(row["is_readable"] for row in file_rows)
     assert tables and all(isinstance(table, pa.Table) for table in tables)
     for name in ("transaction_id", "reported_at", "reason"):
         assert all(table.schema.field(name).type == pa.string() for table in tables)
