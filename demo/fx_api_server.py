@@ -96,9 +96,7 @@ def parse_int(params: dict[str, str], name: str, default: int, low: int, high: i
     return value
 
 
-def rates_page(
-    rows: list[dict[str, Any]], start_date: str | None, page: int, page_size: int
-) -> dict[str, Any]:
+def rates_page(rows: list[dict[str, Any]], start_date: str | None, page: int, page_size: int) -> dict[str, Any]:
     """One page of the (filtered) rates in the API's envelope."""
     if start_date is not None:
         rows = [row for row in rows if row["date"] >= start_date]
@@ -146,9 +144,7 @@ class FxApiServer:
         if self._httpd is None:
             self._httpd = ThreadingHTTPServer((self.host, self.port), make_handler(self))
             self._httpd.daemon_threads = True
-            self._thread = threading.Thread(
-                target=self._httpd.serve_forever, args=(0.05,), name="fx-api", daemon=True
-            )
+            self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="fx-api", daemon=True)
             self._thread.start()
         return self.base_url
 
@@ -219,9 +215,7 @@ def make_handler(server: FxApiServer) -> type[BaseHTTPRequestHandler]:
                 return
             self.send_json(HTTPStatus.OK, rates_page(server.rates.rows(), start_date, page, page_size))
 
-        def send_json(
-            self, status: HTTPStatus, body: dict[str, Any], headers: dict[str, str] | None = None
-        ) -> None:
+        def send_json(self, status: HTTPStatus, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
             payload = json.dumps(body).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -249,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.rates} does not exist: run `python -m demo.generate` first")
     server = FxApiServer(args.rates, args.token, args.host, args.port, args.fail_every)
     url = server.start()
-    print(f"FX API at {url}{RATES_PATH} (Authorization: Bearer {args.token}); Ctrl-C stops it", flush=True)
+    # the token is a secret: never printed (the caller chose it)
+    print(f"FX API at {url}{RATES_PATH} (Authorization: Bearer <the --token given>); Ctrl-C stops it", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -9,12 +9,14 @@ import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import dlt
 import requests
 from dlt.common.configuration.exceptions import (
     ConfigFieldMissingException,
     ConfigurationValueError,
     InvalidNativeValue,
 )
+from dlt.common.configuration.specs import RuntimeConfiguration
 from dlt.common.schema.exceptions import DataValidationError
 
 from extract.files import SourceSettingError
@@ -88,12 +90,24 @@ def explain_unreachable(source: str, error: requests.RequestException) -> str:
     return f"{source}: cannot reach {where} (setting {location}): {reason}"
 
 
+def request_attempts() -> int:
+    """How many times dlt's HTTP client sends a request before giving up (`runtime.request_max_attempts`)."""
+    configured = dlt.config.get("runtime.request_max_attempts")
+    return int(configured) if configured is not None else RuntimeConfiguration.request_max_attempts
+
+
 def explain_http(source: str, error: requests.HTTPError) -> str:
-    """An HTTP error answer: a refused token, or a URL the API does not serve."""
+    """An HTTP error answer: a refused token, an API that stayed busy or down, or a URL it does not serve."""
     response = error.response
     status = f"{response.status_code} {response.reason}" if response is not None else "an HTTP error"
     if response is not None and response.status_code in (401, 403):
         return f"{source}: the API refused the bearer token in {setting(source, 'token')} ({status})"
+    if response is not None and (response.status_code == 429 or response.status_code >= 500):
+        return (
+            f"{source}: the API at {setting(source, 'base_url')} kept answering {status} "
+            f"(overloaded or down) through {request_attempts()} attempts "
+            "(runtime.request_max_attempts): a transient error, try again later"
+        )
     return f"{source}: the API at {setting(source, 'base_url')} answered {status}: check the URL"
 
 

@@ -2,20 +2,24 @@
 
 The first cases run the real CLI (`python -m extract`) as subprocesses, all at once: exit code 1,
 exactly one line on stderr, no traceback, the source and the setting named, no secret echoed.
-The rest check the same one-line explanation through `load_source`, without a process each.
+The rest check the same one-line explanation through `load_source`, without a process each; an
+API that answers 429/503 past the retries is explained as transient (and stays retryable).
 """
 
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from extract_support import Workspace, start_cli, use
+from extract_support import REPO_ROOT, Workspace, start_cli, use
 
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate
 from extract.load import ExtractError, load_source
+from pipeline.retry import transient_reason
 
 SECRET = "s3cr3t-pw"
 APP = {"SOURCES__APP_DATABASE__DEMO": "false"}
@@ -41,11 +45,17 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A running demo FX API whose token is not the one the tests configure."""
+def api_rates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo FX rates file."""
     rates = tmp_path_factory.mktemp("api") / "fx_rates.parquet"
     generate(rates.parent, seed=1, scale=50)
-    with FxApiServer(rates, token="the-right-token") as server:
+    return rates
+
+
+@pytest.fixture(scope="module")
+def api_url(api_rates: Path) -> Iterator[str]:
+    """A running demo FX API whose token is not the one the tests configure."""
+    with FxApiServer(api_rates, token="the-right-token") as server:
         yield server.start()
 
 
@@ -163,3 +173,39 @@ def test_bad_setting_is_explained_in_one_line(name: str, tmp_path: Path, monkeyp
     assert "\n" not in message and message.startswith(f"{case.source}: ")
     assert all(text.replace("{port}", port) in message for text in case.expected), message
     assert SECRET not in message
+
+
+def test_an_api_that_stays_busy_is_explained_as_transient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_rates: Path
+) -> None:
+    use(Workspace(tmp_path), monkeypatch)
+    with FxApiServer(api_rates, token=SECRET, fail_every=1) as server:  # every request: 503 or 429
+        for key, value in {**FX, "SOURCES__FX_API__BASE_URL": server.start(), "SOURCES__FX_API__TOKEN": SECRET}.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(ExtractError) as raised:
+            load_source("fx")
+        assert server.request_count == 2  # RUNTIME__REQUEST_MAX_ATTEMPTS
+    message = str(raised.value)
+    assert message.startswith("fx: the API at sources.fx_api.base_url kept answering ")
+    assert "through 2 attempts" in message and "transient" in message and "check the URL" not in message
+    assert SECRET not in message
+    # the pipeline's retry classifier still sees the HTTP error behind the one line, and retries it
+    assert transient_reason(raised.value) in ("HTTP 503 Service Unavailable", "HTTP 429 Too Many Requests")
+
+
+def test_the_demo_api_does_not_print_its_token(api_rates: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "demo.fx_api_server", "--rates", str(api_rates), "--port", "0", "--token", SECRET],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()
+    finally:
+        process.terminate()
+        rest, _ = process.communicate(timeout=30)
+    assert first_line.startswith("FX API at http://127.0.0.1:")
+    assert SECRET not in first_line + rest
