@@ -136,13 +136,13 @@ class Milestone:
         return f"{name}#{self.nth}{f'[{self.match}]' if self.match else ''}"
 
 
-def hook_milestones(kill_at: Milestone | None, calls: list[tuple[str, str]]) -> None:
-    """Wrap the MILESTONES functions in this process: record each call (function, its arguments' text)
-    in `calls`; SIGKILL this process right before the call `kill_at` names."""
+def hook_milestones(kill_at: Milestone | None, calls: list[tuple[str, str, float]]) -> None:
+    """Wrap the MILESTONES functions in this process: record each call (function, its arguments' text,
+    the system's monotonic clock) in `calls`; SIGKILL this process right before the call `kill_at` names."""
     import importlib
-    import os
     import signal
     import threading
+    import time
 
     lock = threading.Lock()
     counts: dict[str, int] = {}
@@ -151,7 +151,7 @@ def hook_milestones(kill_at: Milestone | None, calls: list[tuple[str, str]]) -> 
         def hooked(*args: object, **kwargs: object) -> object:
             text = " ".join(str(arg) for arg in args[1:])
             with lock:
-                calls.append((function, text))
+                calls.append((function, text, time.monotonic()))
                 if kill_at is not None and kill_at.function == function and kill_at.match in text:
                     counts[function] = counts.get(function, 0) + 1
                     if counts[function] == kill_at.nth:
@@ -179,7 +179,7 @@ def cli_with_milestones() -> None:
     if spec:
         function, nth, match = spec.split("|")
         kill_at = Milestone(function, int(nth), match)
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[str, str, float]] = []
     hook_milestones(kill_at, calls)
     code = main(sys.argv[1:])
     if os.environ.get("ML_FEATURES_TEST_CALLS"):
