@@ -1,13 +1,22 @@
 """App database source: `users` and `transactions` from any SQLAlchemy URL.
 
 Both tables change after insert, so they are read incrementally on `updated_at` and merged on
-their keys: an updated row replaces the older version in the raw table and never duplicates it
-(of two versions of a key read in one run, the one with the greatest `updated_at` wins).
+their keys (dlt's delete-insert on a merge key): a key read again replaces all of its older raw
+rows. Every row read reaches raw, as the source gave it: two versions of a key read in one run
+(even with the same `updated_at`), exact duplicates and rows without a key are all kept, and
+staging decides between them (the latest `updated_at`, then the latest load, then the first read;
+a row without a key is quarantined as missing_key).
+
+The cursor is bounded by the clock and keeps a lookback (extract/app_window.py): a row dated in the
+future is loaded but does not move it, a correction backdated within the lookback is read, a row
+without `updated_at` is loaded, and the run's output says how many such rows it saw.
 
 Rows travel as Arrow tables, never as Python dicts: by default through ConnectorX, which reads
 SQLite, PostgreSQL, MySQL and SQL Server straight into Arrow, and through SQLAlchemy's cursor
-(dlt's `pyarrow` backend) for any other database. Column types come from the database's own
+(dlt's `pyarrow` backend) for any other database; a value ConnectorX cannot convert is read by a
+fallback and kept as text (extract/app_reader.py). Column types come from the database's own
 schema, never from the values: a text column stays text when a non-numeric value turns up in it.
+A table must have the raw contract's columns (CONTRACT_COLUMNS); a missing one fails the source.
 """
 
 import importlib.util
@@ -16,18 +25,30 @@ from pathlib import Path
 from typing import Any
 
 import dlt
-import pyarrow as pa
 import sqlalchemy as sa
 from dlt.sources import DltResource
 from dlt.sources.credentials import ConnectionStringCredentials
 from dlt.sources.sql_database import sql_table
 
-from extract.arrow_rows import random_prefix, with_row_ids
+from extract.app_reader import WindowSettings, loader_for
 from extract.files import SourceSettingError
 
-# The raw contract: the table, its key, the column the source bumps on every write.
+# The raw contract: the table, its key (the column the source bumps on every write is CURSOR_COLUMN).
 APP_TABLES: dict[str, str] = {"users": "user_id", "transactions": "transaction_id"}
-CURSOR_COLUMN = "updated_at"
+# the columns each table must have (users.loyalty_tier is optional: it appears part-way)
+CONTRACT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "users": ("user_id", "name", "email", "age", "country", "signup_at", "updated_at"),
+    "transactions": (
+        "transaction_id",
+        "user_id",
+        "amount",
+        "currency",
+        "status",
+        "device_type",
+        "created_at",
+        "updated_at",
+    ),
+}
 BACKENDS = ("auto", "connectorx", "pyarrow")
 # the databases ConnectorX reads (SQLAlchemy dialect names)
 CONNECTORX_DIALECTS = frozenset({"sqlite", "postgresql", "mysql", "mssql"})
@@ -76,13 +97,23 @@ def engine_options(url: sa.engine.URL) -> dict[str, Any]:
     return {}
 
 
-def add_row_ids(table: pa.Table) -> pa.Table:
-    """Give every row of a database chunk a `_dlt_id` (the chunk's random prefix + row number)."""
-    return with_row_ids(table, random_prefix())
+def require_contract_columns(table: sa.Table) -> None:
+    """SourceSettingError naming the table and the contract columns it lacks (names compare
+    case-insensitively); extra columns are loaded as they are."""
+    present = {column.name.lower() for column in table.columns}
+    missing = [name for name in CONTRACT_COLUMNS[table.name] if name not in present]
+    if missing:
+        raise SourceSettingError(
+            "sources.app_database.credentials",
+            f"names a database whose table {table.name} lacks the raw contract's column(s) {', '.join(missing)} "
+            f"(the contract: {table.name}({', '.join(CONTRACT_COLUMNS[table.name])}))",
+        )
 
 
-def app_table(url: sa.engine.URL, table: str, schema: str | None, backend: str, chunk_size: int) -> DltResource:
-    """One incremental, merged table of the app database."""
+def app_table(
+    url: sa.engine.URL, table: str, schema: str | None, backend: str, chunk_size: int, settings: WindowSettings
+) -> DltResource:
+    """One table of the app database, read in its window and merged on its key."""
     streaming = {"return_type": "arrow_stream", "batch_size": chunk_size} if backend == "connectorx" else None
     resource = sql_table(
         credentials=url.render_as_string(hide_password=False),
@@ -93,13 +124,16 @@ def app_table(url: sa.engine.URL, table: str, schema: str | None, backend: str, 
         chunk_size=chunk_size,
         reflection_level="full",
         engine_kwargs=engine_options(url),
-        incremental=dlt.sources.incremental(CURSOR_COLUMN),
+        table_adapter_callback=require_contract_columns,
+        table_loader_class=loader_for(settings),
         write_disposition={"disposition": "merge", "strategy": "delete-insert"},
-        primary_key=APP_TABLES[table],
+        merge_key=settings.key,
     ).with_name(table)
-    # two versions of one key in a single run: keep the latest
-    resource.apply_hints(columns={CURSOR_COLUMN: {"name": CURSOR_COLUMN, "dedup_sort": "desc"}})
-    return resource.add_map(add_row_ids)
+    # no primary key (not even one the database declares, or one an earlier version of this source
+    # stored in the schema: AppTableLoader removes it): dlt would deduplicate a load on it, dropping
+    # every row without a key but one and every version of a key but one, and delete on either key
+    resource.apply_hints(primary_key=[])
+    return resource
 
 
 @dlt.source(name="app")
@@ -109,6 +143,8 @@ def app_database(
     tables: Sequence[str] = tuple(APP_TABLES),
     backend: str = "auto",
     chunk_size: int = 100_000,
+    max_clock_skew_seconds: float = 300,
+    lookback_seconds: float = 3600,
 ) -> list[DltResource]:
     """Incremental, merged resources for the app database tables in `tables`.
 
@@ -120,6 +156,10 @@ def app_database(
         backend: `auto` (ConnectorX where it reads the database, else `pyarrow`), `connectorx` or
             `pyarrow` (SQLAlchemy's cursor, for any database SQLAlchemy reaches).
         chunk_size: rows per Arrow batch read from the database.
+        max_clock_skew_seconds: a row dated more than this after now is loaded but does not move
+            the cursor (it is read again, and reported, on every run until its time has come).
+        lookback_seconds: each run reads again the rows dated up to this long before the cursor,
+            so a correction backdated by less than this still loads.
     """
     if backend not in BACKENDS:
         raise SourceSettingError("sources.app_database.backend", f"= {backend!r}: use one of {', '.join(BACKENDS)}")
@@ -128,4 +168,14 @@ def app_database(
         raise SourceSettingError("sources.app_database.tables", f"names unknown tables {unknown}")
     url = parse_url(credentials)
     chosen = choose_backend(backend, url)
-    return [app_table(url, table, schema, chosen, chunk_size) for table in tables]
+    return [
+        app_table(
+            url,
+            table,
+            schema,
+            chosen,
+            chunk_size,
+            WindowSettings(APP_TABLES[table], max_clock_skew_seconds, lookback_seconds),
+        )
+        for table in tables
+    ]
