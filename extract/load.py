@@ -48,6 +48,7 @@ class SourceLoad:
     resumed: list[str] = field(default_factory=list)
     resumed_rows: dict[str, int] = field(default_factory=dict)
     rejected_files: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a source reported about rows it read
 
     def describe(self) -> str:
         """One line: rows per table (those of a finished interrupted load included), seconds, rejected files."""
@@ -63,6 +64,8 @@ class SourceLoad:
                 f"; {len(self.rejected_files)} file(s) rejected, see {self.dataset}.{REJECTED_FILES_TABLE}"
                 f" (first: {first_path}: {first_reason})"
             )
+        if self.notes:
+            line += "; " + "; ".join(self.notes)
         return line
 
 
@@ -243,6 +246,19 @@ def finish_interrupted(pipeline: dlt.Pipeline) -> list[str]:
     return list(pipeline.load().loads_ids)
 
 
+def extract_notes(pipeline: dlt.Pipeline) -> list[str]:
+    """What the source's resources reported about the rows they read (their `notes` metric), e.g.
+    app rows dated in the future that loaded without moving the cursor."""
+    info = pipeline.last_trace.last_extract_info if pipeline.last_trace else None
+    return [
+        note
+        for metrics in (info.metrics.values() if info else [])
+        for metric in metrics
+        for resource in metric["resource_metrics"].values()
+        for note in resource.custom_metrics.get("notes", [])
+    ]
+
+
 def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
     """Extract, normalize and load one source; raise ExtractError with a one-line reason.
 
@@ -280,6 +296,7 @@ def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
         resumed,
         resumed_rows,
         rejected,
+        extract_notes(pipeline),
     )
 
 
