@@ -9,6 +9,21 @@
 {%- endmacro %}
 
 
+{#- load_id_timestamp(load_id): when dlt made a load, as a UTC timestamp: a dlt load id is the unix
+    time (seconds, with a fraction) its package was created -#}
+{% macro load_id_timestamp(load_id) -%}
+    {{ return(adapter.dispatch('load_id_timestamp', 'ml_features')(load_id)) }}
+{%- endmacro %}
+
+{% macro default__load_id_timestamp(load_id) -%}
+    make_timestamp(cast(cast({{ load_id }} as double) * 1000000 as bigint))
+{%- endmacro %}
+
+{% macro bigquery__load_id_timestamp(load_id) -%}
+    timestamp_micros(cast(cast({{ load_id }} as float64) * 1000000 as int64))
+{%- endmacro %}
+
+
 {#-
     column_or_null: the column when the raw table has it, else a typed null. Columns that appear
     part-way (schema evolution, e.g. users.loyalty_tier) do not break models built before they exist.

@@ -13,6 +13,11 @@
             when 'missing_key' then 'transaction_id is missing or not an integer'
             when 'unparseable_timestamp'
                 then 'created_at ' || chr(39) || coalesce(raw_created_at, 'null') || chr(39) || ' is not a timestamp'
+            when 'created_at_in_future'
+                then 'created_at ' || cast(created_at as {{ dbt.type_string() }}) || ' is after the row was loaded ('
+                    || cast({{ load_id_timestamp('source_load_id') }} as {{ dbt.type_string() }}) || ' UTC)'
+            when 'amount_out_of_range'
+                then 'amount ' || chr(39) || raw_amount || chr(39) || ' is a number too large to store'
             when 'non_numeric_amount'
                 then 'amount ' || chr(39) || coalesce(raw_amount, 'null') || chr(39) || ' is not a number'
             when 'negative_amount' then 'amount ' || raw_amount || ' is negative'
@@ -31,6 +36,18 @@
             case
                 when transaction_id is null then 'missing_key'
                 when created_at is null then 'unparseable_timestamp'
+                -- impossibly in the future: later than the moment dlt loaded the row, beyond clock skew
+                when
+                    created_at > {{ timestamp_add(
+                        'minute', var('max_clock_skew_minutes'), load_id_timestamp('source_load_id')
+                    ) }}
+                    then 'created_at_in_future'
+                -- a number (not nan) that the amount's decimal type cannot hold, e.g. 1e30
+                when
+                    amount is null
+                    and {{ try_cast_as('raw_amount', type_double()) }} is not null
+                    and lower(trim(raw_amount)) not in ('nan', '+nan', '-nan')
+                    then 'amount_out_of_range'
                 when amount is null then 'non_numeric_amount'
                 when amount < 0 then 'negative_amount'
                 when not is_known_currency then 'unknown_currency'

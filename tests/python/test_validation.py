@@ -355,6 +355,71 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
     assert drop["drop_fraction"] > 0.2
 
 
+def test_amounts_too_large_and_timestamps_after_the_load_are_quarantined_with_the_true_reason(
+    warehouse_copy: Warehouse,
+) -> None:
+    """Every raw row is valid, quarantined with its reason, or a duplicate: an amount too large to store
+    is not "not a number", and a transaction created after dlt loaded it (2099, a wrong clock) is
+    quarantined, not left valid but on no day a build makes."""
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        app_load = add_load(connection, "raw_app", 60)
+        [(loaded_at, loaded_at_text)] = connection.execute(
+            "select load_time, cast(load_time as varchar) "
+            "from (select make_timestamp(cast(cast(? as double) * 1e6 as bigint)) as load_time)",
+            [app_load],
+        ).fetchall()
+        within_skew = (loaded_at + dt.timedelta(minutes=30)).strftime("%Y-%m-%d %H:%M:%S")
+        insert_rows(
+            connection,
+            "raw_app.transactions",
+            app_load,
+            [
+                transaction(910001, amount="1e30"),
+                transaction(910002, amount="NaN"),
+                transaction(910003, created_at="2099-01-01 00:00:00", updated_at="2099-01-01 00:00:00"),
+                transaction(910004, created_at=within_skew),  # a clock a little ahead: valid
+            ],
+        )
+    build = run_dbt(
+        # the rules' unit test (transactions_break_rules_in_priority_order...) runs in every full build
+        [
+            "build",
+            "-s",
+            "+quarantine_summary",
+            "--indirect-selection",
+            "cautious",
+            "--exclude-resource-type",
+            "unit_test",
+        ],
+        dbt_vars={"run_date": RUN_DATE},
+        quiet=True,
+    )
+    assert build.success and not build.failed_nodes(), build.failures
+    quarantined = set(
+        warehouse_copy.query(
+            "select record_key, rejection_rule, rejection_reason from intermediate.int_quarantined_rows "
+            f"where source_load_id = '{app_load}'"
+        )
+    )
+    assert quarantined == {
+        ("910001", "amount_out_of_range", "amount '1e30' is a number too large to store"),
+        ("910002", "non_numeric_amount", "amount 'NaN' is not a number"),
+        (
+            "910003",
+            "created_at_in_future",
+            f"created_at 2099-01-01 00:00:00 is after the row was loaded ({loaded_at_text} UTC)",
+        ),
+    }
+    assert warehouse_copy.query(
+        "select transaction_id from intermediate.int_transactions_cleaned "
+        "where transaction_id between 910001 and 910004"
+    ) == [(910004,)]
+    rows = reconciliation(warehouse_copy)
+    assert_every_row_accounted_for(rows)
+    injected = rows[("app.transactions", app_load)]
+    assert (injected["raw_rows"], injected["valid_rows"], injected["quarantined_rows"]) == (4, 1, 3)
+
+
 # ------------------------------------------------------------------------------------------------
 # defects that would make features wrong: the matching test fails, naming the rule and the rows
 
