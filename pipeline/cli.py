@@ -21,7 +21,7 @@ import time
 from extract.load import SOURCES, duckdb_path
 from pipeline.backfill import DemoReplay, run_backfill
 from pipeline.console import log
-from pipeline.export import export_training_set
+from pipeline.export import Manifest
 from pipeline.report import write_report
 from pipeline.runner import EXIT_FAILED, EXIT_OK, execute_run
 from pipeline.stages import RunOptions, training_line
@@ -79,9 +79,13 @@ def report_command(_: argparse.Namespace) -> int:
 
 
 def export_command(_: argparse.Namespace) -> int:
-    manifest = export_training_set(duckdb_path())
-    log(f"training_set version {manifest.version}: {manifest.row_count:,} rows -> {manifest.path}")
-    return EXIT_OK
+    """The export stage alone, as a run: retried on a lock, recorded, summarised, measured."""
+    options = RunOptions(command="export", skip_extract=True, skip_build=True, skip_train=True, report=False)
+    outcome = execute_run(options)
+    manifest = options.results.get("manifest")
+    if isinstance(manifest, Manifest):
+        log(f"training_set version {manifest.version}: {manifest.row_count:,} rows -> {manifest.path}")
+    return outcome.exit_code
 
 
 def train_command(_: argparse.Namespace) -> int:

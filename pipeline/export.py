@@ -6,11 +6,16 @@
 
 The version is the content hash of the rows, so exporting the same data twice gives the same
 version and leaves the files untouched; a model names the exact data it was trained on by it.
-A version is written to a temporary folder and renamed into place, so readers never see half of it.
+A version is written to a temporary folder and renamed into place, and latest.json is replaced
+by a rename too, so readers never see half of either.
+
+The pipeline exports from the published file (pipeline/published.py), not from the warehouse, so
+an export neither waits for nor holds up the pipeline's writers.
 """
 
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -18,7 +23,8 @@ from pathlib import Path
 
 import duckdb
 
-from extract.load import SOURCES, data_dir, duckdb_settings
+from extract.load import SOURCES, data_dir
+from pipeline.warehouse import connect, relation_exists
 
 EXPORT_RELATION = "marts.training_set"
 ORDER_BY = "transaction_date, transaction_id"
@@ -68,7 +74,11 @@ def content_hash(connection: duckdb.DuckDBPyConnection, relation: str) -> str:
 
 
 def source_load_ids(connection: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-    """The completed dlt loads of every raw dataset the training set is built from."""
+    """The completed dlt loads of every raw dataset the training set is built from: as the published
+    file recorded them when it was copied, or (reading the warehouse) every completed load."""
+    if relation_exists(connection, "publication", "version"):
+        [(recorded,)] = connection.sql("select source_load_ids from publication.version").fetchall()
+        return json.loads(recorded)
     load_ids: dict[str, list[str]] = {}
     for source in SOURCES:
         rows = connection.sql(
@@ -79,10 +89,11 @@ def source_load_ids(connection: duckdb.DuckDBPyConnection) -> dict[str, list[str
 
 
 def export_training_set(duckdb_path: str, root: Path | None = None) -> Manifest:
-    """Write the current training set as a new version (or reuse an identical one)."""
+    """Write the training set of the database at `duckdb_path` (the published file, or a warehouse)
+    as a new version, or reuse an identical one. A locked database is waited for with retries."""
     root = (root or exports_dir()) / "training_set"
     root.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(duckdb_path, read_only=True, config=duckdb_settings()) as connection:
+    with connect(duckdb_path, read_only=True, prefix="[export] ") as connection:
         digest = content_hash(connection, EXPORT_RELATION)
         version = digest[:12]
         final_dir = root / f"version={version}"
@@ -91,7 +102,9 @@ def export_training_set(duckdb_path: str, root: Path | None = None) -> Manifest:
             manifest = Manifest(**{**json.loads(manifest_file.read_text()), "reused": True})
         else:
             manifest = write_version(connection, root, final_dir, digest)
-    (root / "latest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    temporary = root / f".latest.json.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+    os.replace(temporary, root / "latest.json")
     return manifest
 
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import duckdb
+
 from extract.load import SOURCES, ExtractError, SourceLoad, duckdb_path, load_source
 from pipeline.console import first_line, log, seconds
 from pipeline.dbt_runner import DbtSummary, run_dbt
@@ -25,9 +27,11 @@ from pipeline.monitoring import (
     quarantine_counts,
     read_manifest,
 )
+from pipeline.published import published_path, refresh_published
 from pipeline.retry import LOCK_MESSAGE, GaveUp, RetryPolicy, TransientError, describe_lock, retrying
+from pipeline.run_journal import RunJournal, dbt_log_dir
 from pipeline.run_log import RunRecord, StageRecord, utc_now
-from pipeline.warehouse import connect
+from pipeline.warehouse import WarehouseLocked, connect
 
 if TYPE_CHECKING:
     from pipeline.train import TrainingResult
@@ -67,10 +71,14 @@ class RunOptions:
         return self.target != "bigquery"
 
 
-def run_stage(run: RunRecord, name: str, action: Callable[[StageRecord], None]) -> StageRecord:
-    """Run one stage, time it, record it, and print its progress line."""
+def run_stage(
+    run: RunRecord, name: str, action: Callable[[StageRecord], None], journal: RunJournal | None = None
+) -> StageRecord:
+    """Run one stage, time it, record it (in the run's journal as it starts and ends), and print its progress line."""
     stage = StageRecord(stage=name, started_at=utc_now(), ended_at=utc_now(), status="running")
     run.stages.append(stage)
+    if journal:
+        journal.save()
     log(f"[{name}] started")
     try:
         action(stage)
@@ -84,6 +92,8 @@ def run_stage(run: RunRecord, name: str, action: Callable[[StageRecord], None]) 
         raise
     finally:
         stage.ended_at = utc_now()
+        if journal:
+            journal.save()
         retried = f", {stage.retries} retr{'y' if stage.retries == 1 else 'ies'}" if stage.retries else ""
         log(
             f"[{name}] {stage.status} in {seconds(stage.seconds)} (rows in {stage.rows_in:,}, out {stage.rows_out:,}"
@@ -107,7 +117,9 @@ def load_with_retries(name: str, destination: str, policy: RetryPolicy, stage: S
         stage.retries += len(retries)
 
 
-def extract_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Callable[[StageRecord], None]:
+def extract_stage(
+    run: RunRecord, options: RunOptions, policy: RetryPolicy, journal: RunJournal | None = None
+) -> Callable[[StageRecord], None]:
     destination = "duckdb" if options.on_duckdb else "bigquery"
 
     def action(stage: StageRecord) -> None:
@@ -117,6 +129,8 @@ def extract_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> C
             run.loads += [(load.source, load.dataset, load_id) for load_id in load.load_ids]
             run.source_rows += [(load.source, table, rows) for table, rows in sorted(load.rows.items())]
             stage.detail[load.source] = load.rows
+            if journal:
+                journal.save()
         stage.rows_out = run.rows_loaded
 
     return action
@@ -183,10 +197,17 @@ class DbtProgress:
             self.last = now
 
 
-def dbt_build(options: RunOptions, variables: dict[str, object]) -> DbtSummary:
-    """`dbt build` (unit tests excluded: they test the SQL in CI, not the data); TransientError on a lock."""
+def dbt_build(options: RunOptions, variables: dict[str, object], journal: RunJournal | None = None) -> DbtSummary:
+    """`dbt build` (unit tests excluded: they test the SQL in CI, not the data); TransientError on a lock.
+
+    With a journal, dbt writes its JSON log into the run's log folder and keeps the run's lock (so a
+    killed build is read back from its log), and a build it killed is summarised from that log.
+    """
     args = ["build", "--exclude-resource-type", "unit_test"] + (["--full-refresh"] if options.full_refresh else [])
-    summary = run_dbt(args, target=options.target, dbt_vars=variables, on_line=DbtProgress())
+    extra: dict[str, object] = (
+        {"log_dir": dbt_log_dir(journal.run.run_id), "pass_fds": journal.inherited_fds} if journal else {}
+    )
+    summary = run_dbt(args, target=options.target, dbt_vars=variables, on_line=DbtProgress(), **extra)  # type: ignore[arg-type]
     if not summary.success and LOCK_MESSAGE in "\n".join([*summary.failures, summary.output_tail]):
         text = next(t for t in [*summary.failures, summary.output_tail] if LOCK_MESSAGE in t)
         raise TransientError(describe_lock(text))
@@ -214,6 +235,9 @@ def failing_nodes(summary: DbtSummary) -> list[str]:
 def validation_message(summary: DbtSummary, options: RunOptions, policy: RetryPolicy) -> str:
     """Which tests (or models) failed, and the quarantine counts, for a build that failed."""
     failed = summary.failed_nodes()
+    killed = [summary.ended] if summary.ended else []
+    if not failed and killed:
+        return "build failed: " + killed[0]
     if not failed:
         return "dbt build failed before running any node:\n  " + "\n  ".join(summary.failures[:3])
     tests = sum(1 for node in failed if node["resource_type"] == "test")
@@ -221,6 +245,7 @@ def validation_message(summary: DbtSummary, options: RunOptions, policy: RetryPo
         f"validation failed: {tests} dbt test(s) and {len(failed) - tests} other node(s) failed; "
         f"{summary.count('model', 'skipped')} models downstream of them were skipped and nothing was exported",
         *failing_nodes(summary),
+        *killed,
     ]
     if options.on_duckdb:
         with connect(duckdb_path(), read_only=True, policy=policy) as connection:
@@ -242,22 +267,31 @@ def record_build(run: RunRecord, stage: StageRecord, summary: DbtSummary) -> Non
         "tests_passed": summary.count("test", "pass"),
         "tests_warned": summary.count("test", "warn"),
         "tests_failed": summary.count("test", "fail", "error"),
+        "nodes_done": summary.nodes_done(),
+        "nodes_total": summary.nodes_total,
+        "published": bool(summary.published),
     }
 
 
-def build_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Callable[[StageRecord], None]:
+def build_stage(
+    run: RunRecord, options: RunOptions, policy: RetryPolicy, journal: RunJournal | None = None
+) -> Callable[[StageRecord], None]:
     def action(stage: StageRecord) -> None:
         run.dbt_vars = dbt_vars(run, options, policy)
         days = f" for {run.dbt_vars['from_date']} .. {run.dbt_vars['to_date']}" if "from_date" in run.dbt_vars else ""
         log(f"[build] dbt build{days} (run_date {run.run_date})")
         retries: list[str] = []
         try:
-            summary = retrying(lambda: dbt_build(options, run.dbt_vars), "dbt build", policy, "[build] ", retries)
+            summary = retrying(
+                lambda: dbt_build(options, run.dbt_vars, journal), "dbt build", policy, "[build] ", retries
+            )
         except GaveUp as error:
             raise StageFailed(f"build failed: {error}") from error
         finally:
             stage.retries = len(retries)
         record_build(run, stage, summary)
+        if options.on_duckdb and summary.published:
+            publish_file(stage, policy)
         if not summary.success:
             raise StageFailed(validation_message(summary, options, policy))
         if options.on_duckdb:
@@ -272,15 +306,46 @@ def build_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Cal
 # ---------------------------------------------------------------- export and train
 
 
+def publish_file(stage: StageRecord, policy: RetryPolicy) -> None:
+    """Copy the gold dbt just published into the published file readers use (pipeline/published.py)."""
+    try:
+        publication = refresh_published(duckdb_path(), policy)
+    except OSError as error:
+        raise StageFailed(f"publishing {published_path()} failed: {unwritable(error)}") from error
+    if publication:
+        stage.detail["published_file"] = str(published_path())
+        log(
+            f"[build] published gold of invocation {publication.invocation_id} to {published_path()} "
+            f"({', '.join(f'{name} {rows:,}' for name, rows in publication.tables.items())}; "
+            f"{seconds(publication.seconds)})"
+        )
+
+
+def unwritable(error: OSError) -> str:
+    """'cannot write /x/y: Read-only file system' for an OSError, without a traceback."""
+    where = error.filename or ""
+    return f"cannot write {where}: {error.strerror or error}".replace("write : ", "write: ")
+
+
+def export_from_published(policy: RetryPolicy) -> Manifest:
+    """Bring the published file up to date (a publish a killed run left uncopied), then export from it."""
+    refresh_published(duckdb_path(), policy)
+    if not published_path().exists():
+        raise StageSkipped("nothing has been published yet: a dbt build whose tests pass publishes the gold")
+    return export_training_set(str(published_path()))
+
+
 def export_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Callable[[StageRecord], None]:
     def action(stage: StageRecord) -> None:
         retries: list[str] = []
         try:
-            manifest: Manifest = retrying(
-                lambda: export_training_set(duckdb_path()), "export", policy, "[export] ", retries
-            )
-        except GaveUp as error:
+            manifest: Manifest = retrying(lambda: export_from_published(policy), "export", policy, "[export] ", retries)
+        except (GaveUp, WarehouseLocked) as error:
             raise StageFailed(f"export failed: {error}") from error
+        except OSError as error:
+            raise StageFailed(f"export failed: {unwritable(error)}") from error
+        except duckdb.IOException as error:  # DuckDB writing the Parquet: a read-only folder, a full disk
+            raise StageFailed(f"export failed: {first_line(str(error))}") from error
         finally:
             stage.retries = len(retries)
         stage.rows_in = stage.rows_out = manifest.row_count

@@ -9,6 +9,7 @@ from pipeline.alerts import open_alerts
 from pipeline.console import age, log, seconds, timestamp
 from pipeline.monitoring import has_monitoring, recent_runs, source_freshness
 from pipeline.retry import RetryPolicy
+from pipeline.run_journal import is_alive
 from pipeline.run_log import utc_now
 from pipeline.runner import EXIT_ALERTS, EXIT_FAILED, EXIT_OK
 from pipeline.warehouse import WarehouseLocked, connect, relation_exists
@@ -35,6 +36,8 @@ def print_status(connection: duckdb.DuckDBPyConnection, runs: int, strict: bool)
     if not rows:
         log("  none recorded yet")
     for run in rows:
+        if run.status == "running" and not is_alive(run.run_id):
+            run.status, run.message = "killed", "ended without recording an outcome; the next run records what it did"
         tests = (
             f"tests {run.tests_passed} passed, {run.tests_failed} failed"
             if run.tests_passed or run.tests_failed
@@ -45,7 +48,7 @@ def print_status(connection: duckdb.DuckDBPyConnection, runs: int, strict: bool)
             f"  {run.run_id}  {run.command:<8} {run.run_date}  {timestamp(run.started_at)}  "
             f"{seconds(run.seconds):>10}  {run.status:<8} {loaded:<20} {tests}"
         )
-        if run.status == "failed" and run.message:
+        if run.status in ("failed", "killed") and run.message:
             log(f"      {run.message.splitlines()[0][:160]}")
     log("\nsource freshness (time since dlt last loaded rows; dbt source freshness thresholds)")
     for source in source_freshness(connection, now):

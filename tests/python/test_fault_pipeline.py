@@ -1,0 +1,311 @@
+"""The run log under kills (issue 21, defect 8) and readers of the published gold (defect 7).
+
+One data folder goes through a chain of real `pipeline run` subprocesses, each killed with SIGKILL
+at another moment, the next run being the rerun of the one before:
+
+    A  the pipeline, during extract (after the app source loaded)
+    B  its dbt child, mid-build (after 50 nodes)      -> B itself records `failed` with what dbt did
+    C  the pipeline and its dbt, during the on-run-end publish hook
+    D  its dbt child, right after the publish          -> D records `failed`, gold PUBLISHED
+    E  the pipeline, during export
+    F  the pipeline alone, mid-build: its dbt goes on, orphaned, and publishes
+    G  an uninterrupted run
+
+After each kill and rerun the run log is truthful: the killed run is recorded as `killed` with the
+stages it finished, what its build really did (nodes done, published or not, agreeing with the
+warehouse), and its dlt loads. The published gold at the end equals an uninterrupted run's. All
+along, one reader process polls the published file every 0.1 s and another holds a connection to it
+open: neither ever fails, every poll sees one whole version, and no run fails for them.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import psutil
+import pytest
+from conftest import REPO_ROOT, demo_environment
+
+from demo.generate import generate
+
+RUN_DATE = "2026-09-30"
+SCALE = 1_500
+RUN = [sys.executable, "-m", "pipeline.cli", "run", "--date", RUN_DATE, "--skip-train", "--force", "--no-report"]
+LINEAGE = {"source_load_id", "fitted_by_invocation_id", "fitted_at"}
+GOLD = ("dataset_splits", "fct_transaction_features", "preprocessing_parameters", "training_set", "user_daily_features")
+
+
+@pytest.fixture(scope="module")
+def demo_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    demo = tmp_path_factory.mktemp("fault_demo") / "demo"
+    generate(demo, seed=11, scale=SCALE)
+    return demo
+
+
+def data_folder(root: Path, demo: Path) -> Path:
+    shutil.copytree(demo, root / "demo")
+    return root
+
+
+def environment(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, **demo_environment(data_dir), "ML_FEATURES_RETRY_WAIT": "0.5", "PYTHONUNBUFFERED": "1"}
+
+
+class Run:
+    """A `pipeline run` subprocess in its own process group, its output collected line by line."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.process = subprocess.Popen(
+            RUN,
+            cwd=REPO_ROOT,
+            env=environment(data_dir),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+
+    def read_until(self, pattern: str) -> str:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"the run ended before {pattern!r}:\n{self.output}")
+
+    @property
+    def run_id(self) -> str:
+        found = re.search(r"\[run\] run (\w+):", self.output)
+        return found[1] if found else ""
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def finish(self) -> int:
+        assert self.process.stdout is not None
+        self.lines += list(self.process.stdout)
+        return self.process.wait()
+
+    def dbt(self) -> psutil.Process:
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return next(child for child in children if "dbt" in " ".join(child.cmdline()))
+
+    def dbt_log(self) -> Path:
+        return self.data_dir / "logs" / "runs" / self.run_id / "dbt.log"
+
+    def wait_in_dbt_log(self, found: Callable[[list[dict]], bool]) -> None:
+        """Poll the run's dbt JSON log until `found(events)` holds (dbt writes it event by event)."""
+        while True:
+            events = []
+            if self.dbt_log().exists():
+                for line in self.dbt_log().read_text().splitlines():
+                    try:
+                        events.append(json.loads(line))
+                    except ValueError:
+                        pass
+            if found(events):
+                return
+            assert self.process.poll() is None, f"the run ended first:\n{self.output}"
+            time.sleep(0.02)
+
+    def kill_pipeline(self) -> None:
+        self.process.kill()
+        self.finish()
+
+    def kill_all(self) -> None:
+        processes = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.finish()
+        psutil.wait_procs(processes, timeout=30)
+
+
+def nodes_finished(count: int) -> Callable[[list[dict]], bool]:
+    return lambda events: sum(e["info"]["name"] == "NodeFinished" for e in events) >= count
+
+
+def publish_hook_started(events: list[dict]) -> bool:
+    return any(e["info"]["name"] == "LogHookStartLine" and "on-run-end" in e["info"]["msg"] for e in events)
+
+
+def query(data_dir: Path, sql: str, parameters: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as connection:
+        return connection.execute(sql, parameters or []).fetchall()
+
+
+def recorded(data_dir: Path, run_id: str) -> tuple[str, str, str | None]:
+    [row] = query(
+        data_dir, "select status, message, dbt_invocation_id from monitoring.pipeline_runs where run_id = ?", [run_id]
+    )
+    return row
+
+
+def stages(data_dir: Path, run_id: str) -> dict[str, tuple[str, dict]]:
+    rows = query(
+        data_dir, "select stage, status, detail from monitoring.pipeline_stage_runs where run_id = ?", [run_id]
+    )
+    return {stage: (status, json.loads(detail)) for stage, status, detail in rows}
+
+
+def loads_of(data_dir: Path, run_id: str) -> set[str]:
+    rows = query(data_dir, "select source from monitoring.load_lineage where run_id = ?", [run_id])
+    return {source for (source,) in rows}
+
+
+def gold_tables(path: Path) -> dict[str, tuple[int, str]]:
+    """Row count and an order-independent hash of each published gold table in the published file,
+    without the lineage columns that name a run's own loads and invocation."""
+    hashed = {}
+    with duckdb.connect(str(path), read_only=True) as connection:
+        for name in GOLD:
+            columns = [column for (column, *_) in connection.sql(f"describe marts.{name}").fetchall()]
+            kept = ", ".join(column for column in columns if column not in LINEAGE)
+            hashed[name] = connection.sql(
+                f"select count(*), coalesce(sum(hash(r)), 0) from (select {kept} from marts.{name}) as r"
+            ).fetchone()
+    return hashed
+
+
+@contextmanager
+def readers(data_dir: Path) -> Iterator[tuple[subprocess.Popen, subprocess.Popen]]:
+    """One process polling the published file every 0.1 s, one holding a connection to it open."""
+    published = str(data_dir / "published" / "gold.duckdb")
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.readers", mode, published], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for mode in ("poll", "hold")
+    ]
+    try:
+        yield started[0], started[1]
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+
+
+def reader_report(process: subprocess.Popen) -> dict:
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_kills_at_every_moment_leave_a_truthful_run_log(demo_sources: Path, tmp_path: Path) -> None:
+    data_dir = data_folder(tmp_path / "killed", demo_sources)
+    with readers(data_dir) as (poller, holder):
+        # A: the pipeline, during extract: the app source is loaded, the others are not
+        a = Run(data_dir)
+        a.read_until(r"\[extract\] app ")
+        a.kill_pipeline()
+
+        # B: dbt killed after 50 nodes; B records A, and itself as failed with what dbt did
+        b = Run(data_dir)
+        b.read_until(r"\[build\] dbt build")
+        b.wait_in_dbt_log(nodes_finished(50))
+        b.dbt().kill()
+        assert b.finish() == 1
+        status, message, _ = recorded(data_dir, a.run_id)
+        assert status == "killed" and message.startswith("killed during the extract stage"), message
+        assert stages(data_dir, a.run_id)["extract"][0] == "killed"
+        assert "app" in loads_of(data_dir, a.run_id)
+        status, message, invocation = recorded(data_dir, b.run_id)
+        done = len(query(data_dir, "select * from monitoring.dbt_node_results where run_id = ?", [b.run_id]))
+        total = stages(data_dir, b.run_id)["build"][1]["nodes_total"]
+        assert status == "failed" and 50 <= done < total
+        assert f"dbt invocation {invocation} was killed (signal 9): {done} of {total} nodes done" in message, message
+        assert "gold not published" in message and "failed before running any node" not in message
+        assert stages(data_dir, b.run_id)["build"][1]["published"] is False
+        assert {"events", "fx", "chargebacks"} <= loads_of(data_dir, b.run_id)
+
+        # C: the pipeline and its dbt, killed together as the publish hook starts
+        c = Run(data_dir)
+        c.read_until(r"\[build\] dbt build")
+        c.wait_in_dbt_log(publish_hook_started)
+        c.kill_all()
+        [(audit_type,)] = query(
+            data_dir,
+            "select table_type from information_schema.tables where table_schema = 'marts_audit' "
+            "and table_name = 'training_set'",
+        )
+        published_by_c = audit_type == "VIEW"  # the publish renames the audited table and leaves a view
+
+        # D: dbt killed right after it published; D records C
+        d = Run(data_dir)
+        d.read_until(r"\[build\] dbt build")
+        d.wait_in_dbt_log(lambda events: any(e["info"]["msg"].startswith("published ") for e in events))
+        d.dbt().kill()
+        assert d.finish() == 1
+        status, message, invocation = recorded(data_dir, c.run_id)
+        assert status == "killed" and "killed during the build stage" in message
+        assert stages(data_dir, c.run_id)["build"][1]["published"] is published_by_c, message
+        assert ("gold PUBLISHED" in message) is published_by_c
+        status, message, invocation = recorded(data_dir, d.run_id)
+        assert status == "failed" and "was killed (signal 9)" in message and "gold PUBLISHED" in message, message
+        [(logged,)] = query(
+            data_dir,
+            "select count(*) from monitoring.publish_log where invocation_id = ? and status = 'published'",
+            [invocation],
+        )
+        assert logged == 1 and stages(data_dir, d.run_id)["build"][1]["published"] is True
+        assert "published gold of invocation" in d.output  # the published file follows what dbt published
+
+        # E: the pipeline, during export
+        e = Run(data_dir)
+        e.read_until(r"\[export\] started")
+        e.kill_pipeline()
+
+        # F: the pipeline alone, mid-build: its dbt goes on orphaned and publishes
+        f = Run(data_dir)
+        f.read_until(r"\[build\] dbt build")
+        f.wait_in_dbt_log(nodes_finished(60))
+        orphan = f.dbt()
+        f.kill_pipeline()
+        orphan.wait(timeout=120)  # not our child: psutil gives no exit code
+
+        # G: uninterrupted; records E and F
+        g = Run(data_dir)
+        assert g.finish() == 0, g.output
+    status, message, _ = recorded(data_dir, e.run_id)
+    assert status == "killed" and message.startswith("killed during the export stage"), message
+    assert stages(data_dir, e.run_id)["build"][0] == "success"
+    status, message, invocation = recorded(data_dir, f.run_id)
+    assert status == "killed" and "killed during the build stage" in message
+    assert re.search(rf"dbt invocation {invocation} completed: (\d+) of \1 nodes done", message), message
+    assert "gold PUBLISHED" in message
+    assert query(data_dir, "select status from monitoring.publish_log where invocation_id = ?", [invocation]) == [
+        ("published",)
+    ]
+    statuses = dict(query(data_dir, "select run_id, status from monitoring.pipeline_runs"))
+    assert [statuses[run.run_id] for run in (a, b, c, d, e, f, g)] == [
+        "killed",
+        "failed",
+        "killed",
+        "failed",
+        "killed",
+        "killed",
+        "success",
+    ]
+    assert not list((data_dir / "monitoring" / "runs").glob("*.json"))
+
+    # the readers never failed, every poll saw one whole version, and the holder kept its old one
+    polled, held = reader_report(poller), reader_report(holder)
+    assert polled["failures"] == [] and polled["versions"] >= 2 and polled["polls"] > 50, polled
+    assert held["failures"] == [] and held["reads"] > 10, held
+    assert held["held_version"] != held["latest_version"]  # it kept reading the version it opened
+
+    # the published gold equals an uninterrupted run's
+    reference = data_folder(tmp_path / "reference", demo_sources)
+    clean = Run(reference)
+    assert clean.finish() == 0, clean.output
+    assert gold_tables(data_dir / "published" / "gold.duckdb") == gold_tables(reference / "published" / "gold.duckdb")
