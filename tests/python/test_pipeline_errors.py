@@ -15,7 +15,7 @@ import duckdb
 import pytest
 import requests
 import sqlalchemy.exc as sa_exc
-from conftest import demo_environment
+from conftest import Warehouse, demo_environment
 
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate
@@ -201,3 +201,51 @@ def wrapped(cause: BaseException) -> ExtractError:
 )
 def test_transient_errors_are_told_from_data_errors(error: BaseException, transient: bool) -> None:
     assert (transient_reason(error) is not None) == transient
+
+
+@pytest.fixture
+def built_copy(warehouse_copy: Warehouse, monkeypatch: pytest.MonkeyPatch) -> Warehouse:
+    monkeypatch.setenv("ML_FEATURES_RETRIES", "3")
+    monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.1")
+    return warehouse_copy
+
+
+def last_run(warehouse: Warehouse) -> tuple[str, str, str]:
+    [row] = warehouse.query(
+        "select command, status, message from monitoring.pipeline_runs order by started_at desc limit 1"
+    )
+    return row
+
+
+@pytest.mark.parametrize("command", [["run", "--skip-extract", "--skip-build", "--skip-train"], ["export"]])
+def test_an_export_that_cannot_write_is_one_line_and_recorded(built_copy: Warehouse, command: list[str]) -> None:
+    """A file where the exports folder should be: a real write failure (chmod does not stop root)."""
+    (built_copy.data_dir / "exports").write_text("not a folder")
+    code, output = pipeline(*command)
+    assert code == 1 and "Traceback" not in output, output
+    line = f"export failed: cannot write {built_copy.data_dir / 'exports' / 'training_set'}: Not a directory"
+    assert line in output and "FAILED" in output
+    assert last_run(built_copy) == (command[0], "failed", line)
+    assert "ml_features_last_run_success 0" in (built_copy.data_dir / "metrics" / "pipeline.prom").read_text()
+
+
+def test_a_data_folder_that_cannot_be_created_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for key, value in demo_environment(blocker / "data").items():
+        monkeypatch.setenv(key, value)
+    code, output = pipeline("run", *NO_STAGES)
+    assert code == 1 and "Traceback" not in output, output
+    assert f"the run failed: cannot write {blocker / 'data' / 'monitoring' / 'runs'}: Not a directory" in output
+    assert "FAILED" in output and "the run could not be recorded" in output
+
+
+def test_a_standalone_export_waits_out_a_lock(built_copy: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ML_FEATURES_RETRIES", "6")
+    monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.4")
+    with lock_held(built_copy.duckdb_path, seconds=2.0):
+        code, output = pipeline("export")
+    assert code == 0, output
+    assert "is locked by another process" in output and "(transient): retrying in" in output
+    assert "training_set version" in output and "Traceback" not in output
+    assert last_run(built_copy)[:2] == ("export", "success")
