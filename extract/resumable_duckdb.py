@@ -4,7 +4,8 @@ dlt runs a load job as: move its file to `started_jobs`, INSERT the file (commit
 marker that it committed, move it to `completed_jobs`. A process killed between the commit and the
 marker leaves the job in `started_jobs`; the next run resumes the package and runs the job again
 (`create_load_job(..., restore=True)`), appending the same rows, with the same `_dlt_id`s, a second
-time (58k duplicate events seen after one kill). Here a resumed job deletes the rows of its own
+time (58k duplicate events seen after one kill; dlt-hub/dlt#3767 added the marker and says "some
+kind of gap will always exist"). Here a resumed job deletes the rows of its own
 file (its load's `_dlt_load_id` and the file's `_dlt_id`s) and inserts the file again, in one
 transaction: whether or not the killed attempt committed, the table holds the file's rows once.
 That covers every table a job writes: appended raw tables, the staging copies merges read
@@ -13,6 +14,10 @@ brings, insert them) runs in one transaction and gives the same rows when run ag
 
 Recording a finished load is made idempotent too: a kill after the `_dlt_loads` row is written but
 before dlt archives the package made the next run record the load a second time.
+
+Rows are told apart by `_dlt_id`, which every table here has (the sources set it on Arrow rows,
+extract/arrow_rows.py; dlt's normalizer sets it on dict rows). This leans on dlt 1.31's job classes
+(pinned in pyproject.toml); tests/python/test_fault_extract.py kills every job in this window.
 """
 
 from dlt.common.destination.client import LoadJob, PreparedTableSchema
