@@ -13,10 +13,13 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dlt
 import pytest
+from dlt.sources.sql_database import sql_table
 from extract_support import REPO_ROOT, Workspace, cli_environment, table_fingerprint, workspace
 
-from extract.load import load_source
+from extract.arrow_rows import random_prefix, with_row_ids
+from extract.load import load_source, make_pipeline
 
 TRANSACTION_COLUMNS = "transaction_id, user_id, amount, currency, status, device_type, created_at, updated_at"
 USER_COLUMNS = "user_id, name, email, age, country, signup_at, updated_at"
@@ -191,6 +194,35 @@ def test_two_versions_with_the_same_updated_at_both_reach_raw(
     assert raw_transactions(space) == source_transactions(app)
     in_id_order = space.query("select status from raw_app.transactions order by _dlt_id")
     assert in_id_order == [("pending",), ("refunded",)]  # the first read (SQLite rowid order) sorts first
+
+
+def test_a_warehouse_the_earlier_source_loaded_stops_merging_on_a_primary_key(
+    space: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The earlier source (below, as it was) declared transaction_id the primary key; dlt keeps that
+    hint in the stored schema unless it is removed, and would go on collapsing rows without a key
+    (and delete on either key, a join that takes minutes at 10M rows)."""
+    app = make_app(tmp_path / "app.sqlite", [transaction(1, f"{DAY} 12:00:00")])
+    point_app_at(monkeypatch, app)
+
+    @dlt.source(name="app")
+    def earlier_source() -> list:
+        resource = sql_table(
+            credentials=f"sqlite:///{app}",
+            table="transactions",
+            backend="pyarrow",
+            incremental=dlt.sources.incremental("updated_at"),
+            write_disposition={"disposition": "merge", "strategy": "delete-insert"},
+            primary_key="transaction_id",
+        )
+        return [resource.add_map(lambda table: with_row_ids(table, random_prefix()))]
+
+    make_pipeline("app", "duckdb").run(earlier_source())
+    insert(app, [transaction(None, f"{DAY} 13:00:00"), transaction(None, f"{DAY} 13:00:00", "failed")])
+    load_source("app")
+    assert raw_transactions(space) == source_transactions(app)
+    stored = make_pipeline("app", "duckdb").default_schema.tables["transactions"]["columns"]["transaction_id"]
+    assert not stored.get("primary_key") and stored.get("merge_key")
 
 
 def run_cli(space: Workspace, app: Path, **settings: str) -> subprocess.CompletedProcess[str]:
