@@ -119,3 +119,46 @@ def test_wrong_password_is_one_line_naming_the_setting(server: str, tmp_path: Pa
     assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
     assert lines[0].startswith("extract failed: app:") and "sources.app_database.credentials" in lines[0]
     assert "password authentication failed" in lines[0] and "wrong-password" not in lines[0]
+
+
+@pytest.mark.parametrize("backend", ["connectorx", "pyarrow"])
+def test_a_timestamptz_cursor_is_bounded_by_the_clock_and_looks_back(
+    backend: str, server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app window with a real timestamp column (the SQLite demo's is text): a row dated 2099
+    loads without stopping a later one, a correction backdated within the lookback loads, a rerun
+    loads nothing."""
+    space = workspace(tmp_path, monkeypatch)
+    url = create_database(server, f"app_timestamps_{backend}")
+    columns = "user_id, amount, currency, status, device_type, created_at"
+    execute(
+        url,
+        "create table users (user_id bigint, name text, email text, age integer, country text, "
+        "signup_at timestamptz, updated_at timestamptz)",
+        "create table transactions (transaction_id bigint, user_id bigint, amount numeric(12, 2), currency text, "
+        "status text, device_type text, created_at timestamptz, updated_at timestamptz)",
+        "insert into users values (1, 'a', 'a@example.com', 30, 'US', now() - interval '2 days', "
+        "now() - interval '2 days')",
+        f"insert into transactions (transaction_id, {columns}, updated_at) values "
+        "(1, 1, 10.00, 'USD', 'pending', 'mobile', now() - interval '1 hour', now() - interval '1 hour'), "
+        "(2, 1, 10.00, 'USD', 'pending', 'mobile', now(), timestamptz '2099-01-01 00:00:00+00')",
+    )
+    point_app_at(monkeypatch, url, backend)
+    first = load_source("app")
+    assert first.rows == {"transactions": 2, "users": 1}
+    assert "transactions: 1 row(s) with updated_at after now" in first.describe()
+    execute(
+        url,
+        f"insert into transactions (transaction_id, {columns}, updated_at) values "
+        "(3, 1, 5.00, 'USD', 'pending', 'mobile', now(), now() - interval '10 minutes')",
+        "update transactions set status = 'refunded', updated_at = now() - interval '70 minutes' "
+        "where transaction_id = 1",
+    )
+    second = load_source("app")
+    assert second.rows == {"transactions": 2}, second.describe()
+    assert load_source("app").rows == {}
+    assert space.query("select transaction_id, status from raw_app.transactions order by 1") == [
+        (1, "refunded"),
+        (2, "pending"),
+        (3, "pending"),
+    ]
