@@ -24,7 +24,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from extract.files import SourceSettingError
+
 CURSOR_COLUMN = "updated_at"
+# more rows ahead of the clock than this is a clock problem (the machine's, or a whole table written
+# by a server far ahead), not skew: the source fails, rather than remember them all in its state
+MAX_ROWS_AHEAD = 10_000
 TEXT_FORMAT = "%Y-%m-%d %H:%M:%S"
 STATE_KEY = "read_window"
 
@@ -155,6 +160,13 @@ class ReadWindow:
             value = str(latest.as_py())
             if self.report.latest_ahead is None or value > self.report.latest_ahead:
                 self.report.latest_ahead = value
+        if self.report.ahead > MAX_ROWS_AHEAD:
+            raise SourceSettingError(
+                "sources.app_database.max_clock_skew_seconds",
+                f"= {self.skew_seconds:g} holds back more than {MAX_ROWS_AHEAD:,} rows of {self.table} dated after "
+                f"{self.bound} UTC (now by this machine's clock, plus the skew; latest {self.report.latest_ahead}): "
+                "check the clock, or raise the setting",
+            )
 
     def remember_keys(self, table: pa.Table) -> None:
         """Keep the keys loaded, when some held rows may share them (never on a first load)."""

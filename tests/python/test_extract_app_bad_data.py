@@ -19,7 +19,7 @@ from dlt.sources.sql_database import sql_table
 from extract_support import REPO_ROOT, Workspace, cli_environment, table_fingerprint, workspace
 
 from extract.arrow_rows import random_prefix, with_row_ids
-from extract.load import load_source, make_pipeline
+from extract.load import ExtractError, load_source, make_pipeline
 
 TRANSACTION_COLUMNS = "transaction_id, user_id, amount, currency, status, device_type, created_at, updated_at"
 USER_COLUMNS = "user_id, name, email, age, country, signup_at, updated_at"
@@ -284,3 +284,18 @@ def test_values_connectorx_cannot_convert_are_kept_as_text(tmp_path: Path) -> No
     assert space.query("select amount from raw_app.transactions where transaction_id = 9") == [("X'0001'",)]
     assert space.query("select name from raw_app.users where user_id = 3") == [("Jo\\xe9",)]
     assert space.query("select count(*) from raw_app.users") == [(3,)]
+
+
+def test_a_table_mostly_ahead_of_the_clock_fails_naming_the_setting(
+    space: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many rows ahead of the clock is a wrong clock, not skew: one line, instead of remembering them all."""
+    rows = [transaction(key, f"2099-01-01 00:00:{key:02d}") for key in range(1, 8)]
+    app = make_app(tmp_path / "app.sqlite", rows)
+    point_app_at(monkeypatch, app)
+    monkeypatch.setattr("extract.app_window.MAX_ROWS_AHEAD", 5)
+    with pytest.raises(ExtractError) as failed:
+        load_source("app")
+    message = str(failed.value)
+    assert message.startswith("app: setting sources.app_database.max_clock_skew_seconds = 300 holds back more than 5")
+    assert "latest 2099-01-01 00:00:07" in message and "\n" not in message
