@@ -55,13 +55,15 @@
     `row_id` names a column unique per row. A `where` must select whole keys (every row of a key or
     none), so each key is decided on all of its rows. With `weight` (a column: how many raw rows a
     row stands for) `rows_in_raw` sums it, and `columns` lists the columns to return (default all).
+    With `newest_load` (a column: the newest dlt load a row stands for) it also returns
+    `newest_load_id`, the greatest of them over the key's rows.
 
     Only the rows of repeated keys are ranked. They are found by a group-by, which DuckDB spills to
     disk: a window over every raw row ran out of memory at 10M transactions and 50M events. The
     group-by and the ranking read only the columns they need; the wide rows are read once (the
     relation is read three times, never through a CTE, which DuckDB could materialize whole).
 -#}
-{% macro keep_one_per_key(rows, key, order_by, row_id, where=none, weight=none, columns=none) %}
+{% macro keep_one_per_key(rows, key, order_by, row_id, where=none, weight=none, columns=none, newest_load=none) %}
     {%- set filter = '(' ~ where ~ ')' if where else 'true' %}
     select *
     from (
@@ -71,6 +73,9 @@
             select
                 {{ key }} as dedup_key,
                 {{ 'sum(' ~ weight ~ ')' if weight else 'count(*)' }} as rows_in_raw
+                {%- if newest_load %},
+                max({{ newest_load }}) as newest_load_id
+                {%- endif %}
             from {{ rows }}
             where {{ filter }} and {{ key }} is not null
             group by {{ key }}
@@ -96,6 +101,9 @@
                 candidates.{{ column }},
             {%- endfor %}
             coalesce(repeated_keys.rows_in_raw, {{ 'candidates.' ~ weight if weight else '1' }}) as rows_in_raw
+            {%- if newest_load %},
+            coalesce(repeated_keys.newest_load_id, candidates.{{ newest_load }}) as newest_load_id
+            {%- endif %}
         from {{ rows }} as candidates
         left join repeated_keys
             on {{ key }} = repeated_keys.dedup_key

@@ -32,7 +32,7 @@
     view (columns source_load_id, source_row_id), for a model that holds its result.
 
     A full build reads every staged row. An incremental run decides again only the keys of the rows
-    loaded since the newest load the model holds, and the rows of the model that `recheck` (SQL over
+    loaded since the newest load the model has read (last_load_built), and the rows of the model that `recheck` (SQL over
     its columns) names, each on all of its raw rows, without computing the staging view's casts for
     the rows it does not need (DuckDB evaluates a view's columns before a join filters its rows):
       * the new rows, by a filter on the load id (a constant: it reaches the raw table's scan);
@@ -49,16 +49,20 @@
 -#}
 {% macro one_per_key_since_last_build(staged, key, order_by, recheck=none, append_only=false) %}
     {%- if not is_incremental() -%}
-        {{ keep_one_per_key(staged, key=key, order_by=order_by, row_id='source_row_id') }}
+        {{ keep_one_per_key(staged, key=key, order_by=order_by, row_id='source_row_id', newest_load='source_load_id') }}
     {%- else -%}
         {%- set columns = documented_columns(staged) -%}
         {%- set last_load_id = last_load_built() -%}
+        {#- a table built before newest_load_id existed: the kept row's own load stands in, once -#}
+        {%- set kept_newest_load = 'kept.newest_load_id' if has_newest_load_id() else 'kept.source_load_id' -%}
         select *
         from (
             with
 
             new_rows as (
-                select {{ columns | join(', ') }}
+                select
+                    {{ columns | join(', ') }},
+                    source_load_id as newest_load_id
                 from {{ staged }}
                 where source_load_id > '{{ last_load_id }}'
             ),
@@ -104,6 +108,7 @@
                     {%- for column in columns %}
                         kept.{{ column }},
                     {%- endfor %}
+                    {{ kept_newest_load }} as newest_load_id,
                     {{ 'kept.rows_in_raw' if append_only else 'earlier_counts.earlier_rows' }} as raw_rows
                 from {{ this }} as kept
                 {%- if append_only %}
@@ -122,6 +127,7 @@
                     {%- for column in columns %}
                         staged_again.{{ column }},
                     {%- endfor %}
+                    staged_again.source_load_id as newest_load_id,
                     1 as raw_rows
                 from {{ staged }} as staged_again
                 where staged_again.source_row_id in (
@@ -150,22 +156,36 @@
             )
 
             {{ keep_one_per_key(
-                'candidates', key=key, order_by=order_by, row_id='source_row_id', weight='raw_rows', columns=columns
+                'candidates', key=key, order_by=order_by, row_id='source_row_id', weight='raw_rows', columns=columns,
+                newest_load='newest_load_id'
             ) }}
         ) as decided
     {%- endif -%}
 {% endmacro %}
 
 
-{#- the newest dlt load id the incremental model being built holds, as text ('' when it is empty, or
-    on a full build) -#}
+{#- the newest dlt load id the incremental model being built has read, as text ('' when it is empty, or
+    on a full build): the greatest newest_load_id, the newest load that delivered a row of a key the
+    model holds. Not the newest load of a row it kept: a load whose rows were all duplicates (an event
+    file delivered again) holds no kept row, and would be read, and counted, again on every run -#}
 {% macro last_load_built() -%}
     {#- without introspection (the credential-free BigQuery compile check) there is no table to ask -#}
     {%- if not execute or not is_incremental() or not flags.INTROSPECT -%}
         {{ return('') }}
     {%- endif -%}
-    {%- set result = run_query('select coalesce(max(source_load_id), \'\') from ' ~ this) -%}
+    {%- set newest = 'newest_load_id' if has_newest_load_id() else 'source_load_id' -%}
+    {%- set result = run_query('select coalesce(max(' ~ newest ~ '), \'\') from ' ~ this) -%}
     {{ return(result.columns[0].values()[0]) }}
+{%- endmacro %}
+
+
+{#- whether the incremental model being built has its newest_load_id column yet (a table built before
+    it existed gets it on this run: on_schema_change) -#}
+{% macro has_newest_load_id() -%}
+    {%- if not flags.INTROSPECT -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {{ return('newest_load_id' in adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list) }}
 {%- endmacro %}
 
 

@@ -134,3 +134,37 @@ def test_a_run_rebuilds_the_days_its_loads_change(warehouse_copy: Warehouse) -> 
     ) == [(1,)]
     assert run_dbt(["run", *models, "--full-refresh"], dbt_vars={"run_date": RUN_DATE}, quiet=True).success
     assert rebuilt == {relation: table_hash(warehouse_copy.duckdb_path, rows[relation]) for relation in by_day}
+
+
+def test_a_redelivered_event_file_is_counted_once_after_a_day_run_or_a_subset_build(warehouse_copy: Warehouse) -> None:
+    """A load whose events were all delivered before (a batch file touched, or copied to a new `date=`
+    folder) holds no row the validated table keeps. After a run of one day, or a build of only the
+    events models, the next build must not read that load again (it counted its rows as duplicates
+    of the kept deliveries a second time, and assert_duplicates_removed_match_staging failed every
+    build until a full refresh): it equals a full refresh."""
+    events_dir = warehouse_copy.data_dir / "demo" / "events"
+    batches = sorted(events_dir.glob("date=*/*.parquet"))
+    one_day = {"run_date": RUN_DATE, "from_date": RUN_DATE, "to_date": RUN_DATE, "tested_from_date": RUN_DATE}
+    redelivered_folder = events_dir / "date=2026-09-30"
+    redelivered_folder.mkdir()
+    redeliveries = [
+        (lambda: batches[3].touch(), BUILD, one_day),
+        (
+            lambda: shutil.copy(batches[7], redelivered_folder / batches[7].name),
+            [*BUILD, "--select", "stg_events__events", "int_events_validated"],
+            {"run_date": RUN_DATE},
+        ),
+    ]
+    for redeliver, first_build, first_vars in redeliveries:
+        redeliver()
+        assert load_source("events").rows["events"] > 0
+        first = run_dbt(first_build, dbt_vars=first_vars, quiet=True)
+        assert first.success, first.failures
+        next_build = run_dbt(BUILD, dbt_vars={"run_date": RUN_DATE}, quiet=True)
+        assert next_build.success, next_build.failures
+    incremental = {relation: table_hash(warehouse_copy.duckdb_path, relation) for relation in VALIDATED + DOWNSTREAM}
+    full = run_dbt([*BUILD, "--full-refresh"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
+    assert full.success, full.failures
+    assert incremental == {
+        relation: table_hash(warehouse_copy.duckdb_path, relation) for relation in VALIDATED + DOWNSTREAM
+    }
