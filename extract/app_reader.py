@@ -16,7 +16,7 @@ import re
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from dlt.common.libs.pyarrow import PyToArrowConversionException
 from dlt.sources.sql_database.helpers import ConnectorXTableLoader, TableLoader
 
 from extract.app_window import CURSOR_COLUMN, ReadWindow
@@ -37,6 +38,10 @@ ROW_NUMBER_DIGITS = 12
 WRONG_TYPE = re.compile(r'InvalidColumnType\((\d+), "([^"]*)", (\w+)\)')
 # "... FromSqlConversionFailure(1, Text, Utf8Error { valid_up_to: 2, error_len: None }) ..."
 NOT_CONVERTED = re.compile(r"FromSqlConversionFailure\((\d+), (\w+), (\w+)")
+# "(sqlite3.OperationalError) Could not decode to UTF-8 column 'name' with text 'Jo\ufffd'"
+UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']*)'")
+# "Conversion to arrow failed for field `user_id` with dlt hint ... (Could not convert 'abc' with type str: ...)"
+NOT_ARROW = re.compile(r"for field `([^`]*)`.*\((Could not convert [^:]*)")
 
 
 @dataclass(frozen=True)
@@ -58,9 +63,35 @@ def with_row_ids(table: pa.Table, prefix: str, first: int) -> pa.Table:
     return table.append_column(pa.field(ROW_ID_COLUMN, pa.string(), nullable=False), ids)
 
 
-def panic_reason(error: BaseException, names: list[str]) -> tuple[str, str]:
-    """(column, what was wrong) from a ConnectorX panic message; `names`: the query's columns."""
+def unreadable_value(error: BaseException) -> bool:
+    """A value the reader could not convert: a ConnectorX panic, dlt's pyarrow backend failing to
+    build an Arrow column, SQLite's driver failing to decode text."""
+    if isinstance(error, sa.exc.OperationalError):
+        return "Could not decode" in str(error)
+    return is_panic(error) or isinstance(error, PyToArrowConversionException | pa.ArrowInvalid | pa.ArrowTypeError)
+
+
+def declared_arrow_type(declared: sa.types.TypeEngine) -> pa.DataType | None:
+    """The Arrow type ConnectorX gives a SQLite column of this declared type (None: not known)."""
+    if isinstance(declared, sa.Integer):
+        return pa.int64()
+    if isinstance(declared, sa.Float):
+        return pa.float64()
+    if isinstance(declared, sa.String):
+        return pa.string()
+    if isinstance(declared, sa.LargeBinary):
+        return pa.binary()
+    return None
+
+
+def error_reason(error: BaseException, names: list[str]) -> tuple[str, str]:
+    """(column, what was wrong) from the reader's error ('' when it names no column); `names`: the
+    query's columns."""
     message = str(error)
+    if found := UNDECODABLE.search(message):
+        return found.group(1), "invalid UTF-8"
+    if found := NOT_ARROW.search(message):
+        return found.group(1), found.group(2)
     if found := WRONG_TYPE.search(message):
         return found.group(2), f"a {found.group(3)} value"
     if found := NOT_CONVERTED.search(message):
@@ -69,7 +100,7 @@ def panic_reason(error: BaseException, names: list[str]) -> tuple[str, str]:
         reason = "invalid UTF-8" if found.group(3) == "Utf8Error" else f"a {found.group(2)} value"
         return name, reason
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return "?", lines[0] if lines else type(error).__name__
+    return "", lines[0] if lines else type(error).__name__
 
 
 @contextmanager
@@ -135,7 +166,12 @@ def lenient_columns(name: str, values: list[Any], data_type: pa.DataType | None)
 
 
 def read_sqlite_leniently(
-    database: str, sql: str, skip: int, chunk_size: int, schema: pa.Schema | None, counts: dict[str, int]
+    database: str,
+    sql: str,
+    skip: int,
+    chunk_size: int,
+    types: dict[str, pa.DataType | None],
+    counts: dict[str, int],
 ) -> Iterator[pa.Table]:
     """The rows of `sql` after the first `skip`, through Python's sqlite3, values kept as in
     `lenient_columns`; `counts` gathers the values kept as text per column."""
@@ -152,7 +188,6 @@ def read_sqlite_leniently(
     try:
         cursor = connection.execute(sql)
         names = [description[0] for description in cursor.description]
-        types = {field.name: field.type for field in schema} if schema is not None else {}
         while skip > 0:
             skipped = len(cursor.fetchmany(min(skip, chunk_size)))
             if not skipped:
@@ -224,63 +259,58 @@ class AppTableLoader(ConnectorXTableLoader, TableLoader):
         dlt.current.resource_metrics()["notes"] = window.report.notes() + self.notes
 
     def read(self, query: sa.Select, backend_kwargs: dict[str, Any]) -> Iterator[pa.Table]:
-        """Arrow tables of the query's rows; a ConnectorX panic falls back as the module says."""
-        if self.backend != "connectorx":
-            yield from self._load_rows(query, backend_kwargs)
-            return
-        stream = iter(self._load_rows_connectorx(query, backend_kwargs))
+        """Arrow tables of the query's rows; a value the backend cannot convert falls back as the
+        module says (ConnectorX panics; dlt's pyarrow backend raises ArrowInvalid or a decode error)."""
+        connectorx = self.backend == "connectorx"
+        stream = iter(
+            self._load_rows_connectorx(query, backend_kwargs) if connectorx else self._load_rows(query, backend_kwargs)
+        )
         read, schema = 0, None
         while True:
             try:
-                with stderr_silenced():
+                with stderr_silenced() if connectorx else nullcontext():
                     batch = next(stream)
             except StopIteration:
                 return
             except BaseException as error:
-                if not is_panic(error):
+                if not unreadable_value(error):
                     raise
-                yield from self.read_after_panic(query, read, schema, error)
+                yield from self.read_after_error(query, read, schema, error)
                 return
             read, schema = read + batch.num_rows, batch.schema
             yield batch
 
-    def read_after_panic(
+    def read_after_error(
         self, query: sa.Select, read: int, schema: pa.Schema | None, error: BaseException
     ) -> Iterator[pa.Table]:
-        column, reason = panic_reason(error, [column.name for column in self.table.columns])
-        where = f"{self.table.name}.{column} ({reason})"
+        column, reason = error_reason(error, [column.name for column in self.table.columns])
+        reader = "ConnectorX" if self.backend == "connectorx" else "SQLAlchemy"
+        where = f"{self.table.name}{'.' + column if column else ''} ({reason})"
         if self.engine.dialect.name != "sqlite":
-            if read:
+            if read or not is_panic(error):
                 raise SourceSettingError(
-                    "sources.app_database.backend", f"= 'connectorx' cannot read {where}: set it to 'pyarrow'"
+                    "sources.app_database.backend", f"= '{self.backend}': {reader} cannot read {where}"
                 ) from None
-            self.notes.append(f"{self.table.name}: ConnectorX cannot read {column} ({reason}): read through SQLAlchemy")
+            self.notes.append(f"{self.table.name}: ConnectorX cannot read {where}: read through SQLAlchemy")
             self.backend = "pyarrow"
             yield from self._load_rows(query, {})
             return
-        sql = self.compile_query(query)
+        types = {field.name: field.type for field in schema} if schema is not None else self.declared_types()
         counts: dict[str, int] = {}
         yield from read_sqlite_leniently(
-            str(self.engine.url.database), sql, read, self.chunk_size, schema or self.empty_schema(sql), counts
+            str(self.engine.url.database), self.compile_query(query), read, self.chunk_size, types, counts
         )
         kept = ", ".join(f"{name} {count:,}" for name, count in sorted(counts.items())) or "none"
         self.notes.append(
-            f"{self.table.name}: ConnectorX cannot read {where}; from row {read:,} on read through sqlite3, "
+            f"{self.table.name}: {reader} cannot read {where}; from row {read:,} on read through sqlite3, "
             f"values that do not fit their column's type kept as text ({kept}; "
             f"non-text columns: <column>{VARIANT_SUFFIX})"
         )
 
-    def empty_schema(self, sql: str) -> pa.Schema | None:
-        """The Arrow schema ConnectorX gives the query (from the declared column types)."""
-        import connectorx as cx
-
-        try:
-            with stderr_silenced():
-                return cx.read_sql(self.get_connection_url(), f"{sql} LIMIT 0", return_type="arrow").schema
-        except BaseException as error:  # noqa: BLE001 - a panic is a BaseException; without a schema, types are inferred
-            if is_panic(error) or isinstance(error, Exception):
-                return None
-            raise
+    def declared_types(self) -> dict[str, pa.DataType | None]:
+        """The Arrow type of each column from its declared SQLite type, as ConnectorX reads it (None:
+        inferred from the values)."""
+        return {column.name: declared_arrow_type(column.type) for column in self.table.columns}
 
 
 def loader_for(settings: WindowSettings) -> type[AppTableLoader]:

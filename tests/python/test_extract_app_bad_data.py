@@ -257,10 +257,24 @@ def test_a_table_without_a_contract_column_fails_in_one_line(tmp_path: Path) -> 
     assert "table transactions lacks the raw contract's column(s) currency" in lines[0]
 
 
-def test_values_connectorx_cannot_convert_are_kept_as_text(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("backend", "transactions_error", "users_error"),
+    [
+        ("auto", "ConnectorX cannot read transactions.user_id (a Text value)", "ConnectorX cannot read users.name"),
+        (
+            "pyarrow",
+            "SQLAlchemy cannot read transactions.user_id (Could not convert 'abc' with type str)",
+            "SQLAlchemy cannot read users.name",
+        ),
+    ],
+)
+def test_values_the_backend_cannot_convert_are_kept_as_text(
+    backend: str, transactions_error: str, users_error: str, tmp_path: Path
+) -> None:
     """Text in an INTEGER column, a BLOB amount, invalid UTF-8 in users.name: ConnectorX panicked
-    (a Rust panic, ~250 lines of traceback, exit 1). Now every row loads once, through the real CLI,
-    with the bad values kept as text for staging to quarantine, and the output names them."""
+    (a Rust panic, ~250 lines of traceback, exit 1), dlt's pyarrow backend raised. Now every row loads
+    once, through the real CLI, with the bad values kept as text for staging to quarantine, and the
+    output names them."""
     good = [transaction(key, f"{DAY} 12:{key:02d}:00") for key in range(1, 8)]
     app = make_app(tmp_path / "app.sqlite", good)
     insert(app, [transaction(8, f"{DAY} 13:00:00", user_id="abc")])
@@ -271,11 +285,12 @@ def test_values_connectorx_cannot_convert_are_kept_as_text(tmp_path: Path) -> No
         "insert into users values (3, cast(x'4a6fe9' as text), 'j@example.com', 40, 'FR', '2026-11-01', '2026-11-01')",
     )
     space = Workspace(tmp_path / "ws")
-    completed = run_cli(space, app, chunk_size="3")  # the bad rows come after the first batches
+    completed = run_cli(space, app, chunk_size="3", backend=backend)  # the bad rows come after the first batches
     assert completed.returncode == 0, completed.stderr
     assert "Traceback" not in completed.stderr and "panicked" not in completed.stderr, completed.stderr
-    assert "ConnectorX cannot read transactions.user_id (a Text value)" in completed.stdout, completed.stdout
-    assert "ConnectorX cannot read users.name (invalid UTF-8)" in completed.stdout, completed.stdout
+    assert transactions_error in completed.stdout, completed.stdout
+    assert f"{users_error} (invalid UTF-8)" in completed.stdout, completed.stdout
+    assert "amount 1, user_id 1" in completed.stdout, completed.stdout  # the values kept as text, per column
     [(rows, ids)] = space.query("select count(*), count(distinct transaction_id) from raw_app.transactions")
     assert rows == ids == 13
     assert space.query("select user_id, user_id__v_text from raw_app.transactions where transaction_id = 8") == [
