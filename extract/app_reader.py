@@ -288,8 +288,9 @@ class AppTableLoader(ConnectorXTableLoader, TableLoader):
         where = f"{self.table.name}{'.' + column if column else ''} ({reason})"
         if self.engine.dialect.name != "sqlite":
             if read or not is_panic(error):
+                advice = ": set it to 'pyarrow'" if read and is_panic(error) else ""
                 raise SourceSettingError(
-                    "sources.app_database.backend", f"= '{self.backend}': {reader} cannot read {where}"
+                    "sources.app_database.backend", f"= '{self.backend}': {reader} cannot read {where}{advice}"
                 ) from None
             self.notes.append(f"{self.table.name}: ConnectorX cannot read {where}: read through SQLAlchemy")
             self.backend = "pyarrow"
