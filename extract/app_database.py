@@ -31,6 +31,7 @@ from dlt.sources.credentials import ConnectionStringCredentials
 from dlt.sources.sql_database import sql_table
 
 from extract.app_reader import WindowSettings, loader_for
+from extract.app_window import CURSOR_COLUMN
 from extract.files import SourceSettingError
 
 # The raw contract: the table, its key (the column the source bumps on every write is CURSOR_COLUMN).
@@ -107,6 +108,13 @@ def require_contract_columns(table: sa.Table) -> None:
             "sources.app_database.credentials",
             f"names a database whose table {table.name} lacks the raw contract's column(s) {', '.join(missing)} "
             f"(the contract: {table.name}({', '.join(CONTRACT_COLUMNS[table.name])}))",
+        )
+    [cursor] = [column for column in table.columns if column.name.lower() == CURSOR_COLUMN]
+    if isinstance(cursor.type, sa.Integer | sa.Numeric):  # the window compares timestamps (or ISO text)
+        raise SourceSettingError(
+            "sources.app_database.credentials",
+            f"names a database whose {table.name}.{cursor.name} is a number ({cursor.type}): the raw contract's "
+            f"{CURSOR_COLUMN} is a timestamp, or text in ISO format",
         )
 
 

@@ -34,7 +34,7 @@ USERS_DDL = (
 DAY = "2026-11-01"
 
 
-def transaction(key: int | None, updated_at: str | None, status: str = "completed", user_id: object = 1) -> tuple:
+def transaction(key: int | None, updated_at: object, status: str = "completed", user_id: object = 1) -> tuple:
     return (key, user_id, "10.00", "USD", status, "mobile", f"{DAY} 12:00:00", updated_at)
 
 
@@ -255,6 +255,18 @@ def test_a_table_without_a_contract_column_fails_in_one_line(tmp_path: Path) -> 
     assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
     assert lines[0].startswith("extract failed: app:"), lines
     assert "table transactions lacks the raw contract's column(s) currency" in lines[0]
+
+
+def test_a_numeric_updated_at_fails_in_one_line(tmp_path: Path) -> None:
+    """The cursor compares timestamps: an epoch-seconds column would compare as a number against text
+    and silently read nothing new (SQLite orders every number before any text)."""
+    ddl = TRANSACTIONS_DDL.replace("updated_at TEXT", "updated_at INTEGER")
+    app = make_app(tmp_path / "app.sqlite", [transaction(1, 1_790_000_000)], ddl)
+    completed = run_cli(Workspace(tmp_path / "ws"), app)
+    assert completed.returncode == 1, completed.stdout
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
+    assert "transactions.updated_at is a number (INTEGER)" in lines[0], lines
 
 
 @pytest.mark.parametrize(
