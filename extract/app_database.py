@@ -9,12 +9,13 @@ a row without a key is quarantined as missing_key).
 
 The cursor is bounded by the clock and keeps a lookback (extract/app_window.py): a row dated in the
 future is loaded but does not move it, a correction backdated within the lookback is read, a row
-without `updated_at` is loaded, and the run's output says how many such rows it saw.
+without `updated_at` is loaded, rows read again unchanged are not loaded again, and the run's
+output says how many rows it saw ahead of the clock or without `updated_at`.
 
 Rows travel as Arrow tables, never as Python dicts: by default through ConnectorX, which reads
 SQLite, PostgreSQL, MySQL and SQL Server straight into Arrow, and through SQLAlchemy's cursor
-(dlt's `pyarrow` backend) for any other database; a value ConnectorX cannot convert is read by a
-fallback and kept as text (extract/app_reader.py). Column types come from the database's own
+(dlt's `pyarrow` backend) for any other database; on SQLite a value either cannot convert is read
+by a fallback and kept as text (extract/app_reader.py). Column types come from the database's own
 schema, never from the values: a text column stays text when a non-numeric value turns up in it.
 A table must have the raw contract's columns (CONTRACT_COLUMNS); a missing one fails the source.
 """
