@@ -11,27 +11,41 @@ value of another type (a text rate) fails the load with a data error instead of 
 side column (`rate_to_usd__v_text`) that staging would never read.
 """
 
+from datetime import date
+
 import dlt
 from dlt.sources import DltResource
 from dlt.sources.rest_api import rest_api_resources
 
 from extract.files import SourceSettingError
 
-INITIAL_DATE = "2000-01-01"
+# the first date asked for on a first load: early enough for any history (a later load asks from its
+# last loaded date); set sources.fx_api.start_date when the API refuses dates that old
+DEFAULT_START_DATE = "1900-01-01"
 RATES_PATH = "v1/rates"
 
 
 @dlt.source(name="fx")
-def fx_api(base_url: str = dlt.config.value, token: str = dlt.secrets.value, page_size: int = 500) -> list[DltResource]:
+def fx_api(
+    base_url: str = dlt.config.value,
+    token: str = dlt.secrets.value,
+    page_size: int = 500,
+    start_date: str = DEFAULT_START_DATE,
+) -> list[DltResource]:
     """The `rates` resource of the FX API at `base_url`, authenticated with the bearer `token`.
 
     Args:
         base_url: the API's root, e.g. `https://fx.example.com` (the demo starts a local one).
         token: the bearer token (a secret: `.dlt/secrets.toml` or `SOURCES__FX_API__TOKEN`).
         page_size: rows asked for per page.
+        start_date: the first date (YYYY-MM-DD) a first load asks for; later loads ask from the last loaded.
     """
     if not token:
         raise SourceSettingError("sources.fx_api.token", "is empty")
+    try:
+        start_date = date.fromisoformat(str(start_date)).isoformat()
+    except ValueError as error:
+        raise SourceSettingError("sources.fx_api.start_date", f"= {start_date!r} is not a YYYY-MM-DD date") from error
     resources: list[DltResource] = rest_api_resources(
         {
             "client": {
@@ -58,7 +72,7 @@ def fx_api(base_url: str = dlt.config.value, token: str = dlt.secrets.value, pag
                             "start_date": {
                                 "type": "incremental",
                                 "cursor_path": "date",
-                                "initial_value": INITIAL_DATE,
+                                "initial_value": start_date,
                             },
                         },
                     },

@@ -25,6 +25,7 @@ import dlt
 from dlt.common.destination.configuration import ParquetFormatConfiguration
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
+from extract.contract import disabled_source, forget_disabled_load, is_enabled
 from extract.errors import CONFIG_SECTIONS, ExtractError, explain
 from extract.files import REJECTED_FILES_TABLE
 from extract.resumable_duckdb import resumable_duckdb
@@ -49,9 +50,15 @@ class SourceLoad:
     resumed_rows: dict[str, int] = field(default_factory=dict)
     rejected_files: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what a source reported about rows it read
+    disabled: bool = False  # turned off: its contract tables were loaded empty
 
     def describe(self) -> str:
         """One line: rows per table (those of a finished interrupted load included), seconds, rejected files."""
+        if self.disabled:
+            return (
+                f"{self.source:<12} -> {self.dataset:<16} turned off (sources.{CONFIG_SECTIONS[self.source]}.enabled"
+                f" = false): its contract tables are empty ({self.seconds:.1f} s)"
+            )
         counts = ", ".join(f"{table} {count:,}" for table, count in sorted(self.rows.items())) or "no new rows"
         finished = ""
         if self.resumed:
@@ -272,8 +279,13 @@ def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
         resumed = finish_interrupted(pipeline)
         resumed_rows = rows_of_loads(pipeline, resumed)
         steps = step_seconds(pipeline) if resumed else {}
-        with source_arguments(name) as arguments:
-            info = pipeline.run(build_source(name, arguments))
+        disabled = not is_enabled(name)
+        if disabled:
+            info = pipeline.run(disabled_source(name))
+        else:
+            forget_disabled_load(pipeline, name)
+            with source_arguments(name) as arguments:
+                info = pipeline.run(build_source(name, arguments))
         loaded = list(info.loads_ids) if info else []
         rejected = rejected_files(pipeline, resumed + loaded)
     except ExtractError:
@@ -297,6 +309,7 @@ def load_source(name: str, destination_name: str = "duckdb") -> SourceLoad:
         resumed_rows,
         rejected,
         extract_notes(pipeline),
+        disabled,
     )
 
 
