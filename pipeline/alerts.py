@@ -194,10 +194,10 @@ def slow_alerts(
 
 
 def error_rate(connection: duckdb.DuckDBPyConnection, now: dt.datetime, limits: Thresholds) -> tuple[int, int]:
-    """(failed, finished) runs that started in the error window."""
+    """(failed, finished) runs that started in the error window; a killed run counts as failed."""
     [(failed, finished)] = connection.execute(
-        "select count(*) filter (where status = 'failed'), count(*) from monitoring.pipeline_runs "
-        "where status in ('success', 'failed') and started_at >= ?",
+        "select count(*) filter (where status in ('failed', 'killed')), count(*) from monitoring.pipeline_runs "
+        "where status in ('success', 'failed', 'killed') and started_at >= ?",
         [now - limits.error_window],
     ).fetchall()
     return int(failed), int(finished)

@@ -66,13 +66,15 @@ def counters(connection: duckdb.DuckDBPyConnection) -> list[Family]:
         "select command, status, count(*) from monitoring.pipeline_runs group by all order by all"
     ).fetchall():
         runs.add(count, command=command, status=status)
-    [(failures,)] = connection.sql("select count(*) from monitoring.pipeline_runs where status = 'failed'").fetchall()
+    [(failures,)] = connection.sql(
+        "select count(*) from monitoring.pipeline_runs where status in ('failed', 'killed')"
+    ).fetchall()
     loaded = Family("rows_loaded_total", "counter", "Rows dlt loaded into the raw layer, by source.")
     for source, rows in connection.sql(
         "select source, sum(rows_loaded) from monitoring.source_rows group by all order by all"
     ).fetchall():
         loaded.add(rows, source=source)
-    return [runs, Family("run_failures_total", "counter", "Failed pipeline runs.").add(failures), loaded]
+    return [runs, Family("run_failures_total", "counter", "Failed (or killed) pipeline runs.").add(failures), loaded]
 
 
 def last_run(run: RunRecord) -> list[Family]:

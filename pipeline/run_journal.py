@@ -15,6 +15,7 @@ after it and no run claims), what its dbt build did (read from dbt's JSON log: n
 published or not) and what monitoring.publish_log says of that invocation.
 """
 
+import datetime as dt
 import fcntl
 import json
 import os
@@ -27,7 +28,7 @@ from extract.load import SOURCES, data_dir
 from pipeline.dbt_log import DbtLog, read_dbt_log
 from pipeline.monitoring import load_time
 from pipeline.run_log import RunRecord, insert_run, run_from_json
-from pipeline.warehouse import relation_exists
+from pipeline.warehouse import relation_exists, tables_in
 
 
 def runs_dir() -> Path:
@@ -145,11 +146,45 @@ def unclaimed_loads(connection: duckdb.DuckDBPyConnection, run: RunRecord) -> li
     return found
 
 
+def rows_of_load(connection: duckdb.DuckDBPyConnection, dataset: str, load_id: str) -> list[tuple[str, int]]:
+    """(table, rows) a dlt load put in each table of its dataset."""
+    rows = []
+    for table in tables_in(connection, dataset):
+        if not table.startswith("_dlt"):
+            [(count,)] = connection.execute(
+                f"select count(*) from {dataset}.{table} where _dlt_load_id = ?", [load_id]
+            ).fetchall()
+            rows += [(table, int(count))] if count else []
+    return rows
+
+
+def last_sign_of_life(connection: duckdb.DuckDBPyConnection, run: RunRecord, dbt_log: DbtLog) -> dt.datetime:
+    """When the run was last seen doing something: its journal written, a dlt load of it recorded,
+    its dbt logging an event. The kill came after; exactly when is not known."""
+    seen = [run.started_at, dbt_log.last_event_at, *(stage.ended_at for stage in run.stages)]
+    journal = runs_dir() / f"{run.run_id}.json"
+    if journal.exists():
+        seen.append(dt.datetime.fromtimestamp(journal.stat().st_mtime, dt.UTC).replace(tzinfo=None))
+    for _, dataset, load_id in run.loads:
+        if relation_exists(connection, dataset, "_dlt_loads"):
+            seen += [
+                at
+                for (at,) in connection.execute(
+                    f"select cast(inserted_at as timestamp) from {dataset}._dlt_loads where load_id = ?", [load_id]
+                ).fetchall()
+            ]
+    return max(filter(None, seen))
+
+
 def killed_record(connection: duckdb.DuckDBPyConnection, run: RunRecord, found_by: str) -> RunRecord:
     """The journal of a killed run, completed with what its dbt build and dlt loads really did."""
+    journaled = {load_id for _, _, load_id in run.loads}
     run.loads += unclaimed_loads(connection, run)
+    for source, dataset, load_id in run.loads:
+        if load_id not in journaled:  # loaded after the journal was last written: count its rows
+            run.source_rows += [(source, table, rows) for table, rows in rows_of_load(connection, dataset, load_id)]
     dbt_log = read_dbt_log(dbt_log_dir(run.run_id) / "dbt.log")
-    ended = max(filter(None, [dbt_log.last_event_at, *(s.ended_at for s in run.stages), run.started_at]))
+    ended = last_sign_of_life(connection, run, dbt_log)
     running = [stage for stage in run.stages if stage.status == "running"]
     for stage in running:
         stage.status, stage.ended_at = "killed", ended
@@ -162,8 +197,9 @@ def killed_record(connection: duckdb.DuckDBPyConnection, run: RunRecord, found_b
         filter(
             None,
             [
-                f"killed {where}: the run ended without recording an outcome (found by run {found_by}); "
-                f"{len(run.loads)} dlt load(s) it completed are linked to it",
+                f"killed {where}: the run ended without recording an outcome (found by run {found_by}; last sign "
+                f"of life {ended:%Y-%m-%d %H:%M:%S} UTC); {len(run.loads)} dlt load(s) it completed are linked "
+                f"to it ({run.rows_loaded:,} rows)",
                 dbt_log.describe() if build is not None and dbt_log.invocation_id else "",
                 run.message,
             ],

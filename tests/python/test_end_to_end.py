@@ -35,7 +35,7 @@ def test_no_transaction_is_lost_between_raw_and_marts(built_warehouse: Warehouse
     [(distinct_raw, valid, quarantined, features)] = built_warehouse.query(
         """
         select
-            (select count(*) from staging.stg_app__transactions),
+            (select count(distinct transaction_id) from staging.stg_app__transactions),
             (select count(*) from intermediate.int_transactions_cleaned),
             (select count(*) from intermediate.int_quarantined_rows where source_table = 'app.transactions'),
             (select count(*) from marts.fct_transaction_features)
