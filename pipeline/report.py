@@ -58,7 +58,7 @@ table{border-collapse:collapse;font-size:12px;width:100%}th,td{text-align:left;p
 border-bottom:1px solid #eee;white-space:nowrap}th{color:#555;font-weight:600}
 td.muted{white-space:normal}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:11px}
-.success,.ok{background:#59a14f}.failed,.error{background:#e15759}.skipped,.never{background:#9a9a9a}
+.success,.ok{background:#59a14f}.failed,.killed,.error{background:#e15759}.skipped,.never{background:#9a9a9a}
 .warn,.running{background:#e0a526}.alert{color:#b3261e;font-weight:600}.muted{color:#777}
 """
 
