@@ -132,22 +132,43 @@ def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: W
 
 
 def test_a_day_run_tests_every_published_row_not_only_the_days_it_built(warehouse_copy: Warehouse) -> None:
-    """A run of one day rebuilds fct_transaction_features and training_set whole and publishes
-    user_daily_features' old days: a bad row on an old day that no build wrote (an upstream bug)
-    fails the gold tests of that run instead of being published."""
+    """A run of one day rebuilds fct_transaction_features and training_set whole (and dataset_splits,
+    preprocessing_parameters, from every validated transaction) and publishes user_daily_features' old
+    days: a bad row on an old day that no build wrote (an upstream bug) fails that run's tests instead
+    of being published."""
     before = published(warehouse_copy)
-    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
-        for table in ("intermediate.int_transactions_windowed", "marts_audit.user_daily_features"):
-            day = "transaction_date" if "windowed" in table else "feature_date"
-            connection.execute(f"insert into {table} select * from {table} where {day} = '2026-04-15' limit 1")
     # what `pipeline run --date 2026-09-30` passes (pipeline.stages.dbt_vars, dbt_build)
     one_day = {"run_date": RUN_DATE, "from_date": RUN_DATE, "to_date": RUN_DATE, "tested_from_date": RUN_DATE}
-    build = run_dbt(["build", "--exclude-resource-type", "unit_test"], dbt_vars=one_day, quiet=True)
-    assert not build.success
-    failed = " ".join(build.failures)
-    assert "unique_fct_transaction_features_transaction_id" in failed
-    assert "unique_combination_user_daily_features" in failed
-    assert published(warehouse_copy) == before
-    assert last_publish(warehouse_copy)[0] == "not_published"
+    # (table, its day, its key): one row of an old day copied, and the tests that must catch it
+    duplicated_rows = [
+        # feeds the gold tables rebuilt whole: the days of dataset_splits, the fitted parameters
+        (
+            [("intermediate.int_transactions_validated", "cast(created_at as date)", "transaction_id")],
+            ["unique_int_transactions_validated"],
+        ),
+        (
+            [
+                ("intermediate.int_transactions_windowed", "transaction_date", "transaction_id"),
+                ("marts_audit.user_daily_features", "feature_date", "user_id, feature_date"),
+            ],
+            ["unique_fct_transaction_features_transaction_id", "unique_combination_user_daily_features"],
+        ),
+    ]
+    for tables, failing_tests in duplicated_rows:
+        with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+            for table, day, _ in tables:
+                connection.execute(f"insert into {table} select * from {table} where {day} = '2026-04-15' limit 1")
+        build = run_dbt(["build", "--exclude-resource-type", "unit_test"], dbt_vars=one_day, quiet=True)
+        assert not build.success
+        failed = " ".join(build.failures)
+        assert all(test in failed for test in failing_tests), build.failures
+        assert published(warehouse_copy) == before
+        assert last_publish(warehouse_copy)[0] == "not_published"
+        with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:  # the upstream bug is fixed
+            for table, _, key in tables:
+                connection.execute(
+                    f"delete from {table} where rowid in "
+                    f"(select max(rowid) from {table} group by {key} having count(*) > 1)"
+                )
     [(duplicates,)] = warehouse_copy.query("select count(*) - count(distinct transaction_id) from marts.training_set")
     assert duplicates == 0
