@@ -55,14 +55,35 @@ def warehouse_relations(connection: duckdb.DuckDBPyConnection, schema: str) -> s
 
 
 def latest_publish(connection: duckdb.DuckDBPyConnection) -> tuple[str, object] | None:
-    """(invocation id, time) of the last publish monitoring.publish_log records, None before the first."""
-    if "publish_log" not in warehouse_relations(connection, "monitoring"):
+    """(invocation id, time) of the gold `marts` holds, None before the first publish.
+
+    The invocation is the one that built it, as marts.preprocessing_parameters says (the publish
+    swaps that table with the other gold tables in one transaction): what `marts` holds, even when
+    dbt was killed between the publish and its monitoring.publish_log row. The time is the one
+    publish_log gives that invocation, else when it was built. Without that table: publish_log's last publish.
+    """
+    logged: dict[str, object] = {}
+    if "publish_log" in warehouse_relations(connection, "monitoring"):
+        rows = connection.sql(
+            "select invocation_id, max(logged_at) from warehouse.monitoring.publish_log where status = 'published' "
+            "group by all order by 2"
+        ).fetchall()
+        logged = dict(rows)
+    built = marts_invocation(connection, "warehouse.")
+    if built:
+        return built[0], logged.get(built[0], built[1])
+    return list(logged.items())[-1] if logged else None
+
+
+def marts_invocation(connection: duckdb.DuckDBPyConnection, catalog: str = "") -> tuple[str, object] | None:
+    """(dbt invocation, build time) of the gold `marts` holds, from marts.preprocessing_parameters."""
+    try:
+        rows = connection.sql(
+            f"select fitted_by_invocation_id, fitted_at from {catalog}{SCHEMA}.preprocessing_parameters"
+        ).fetchall()
+    except duckdb.Error:  # not built yet, or a project without it
         return None
-    rows = connection.sql(
-        "select invocation_id, logged_at from warehouse.monitoring.publish_log where status = 'published' "
-        "order by logged_at desc limit 1"
-    ).fetchall()
-    return (rows[0][0], rows[0][1]) if rows else None
+    return (str(rows[0][0]), rows[0][1]) if rows and rows[0][0] else None
 
 
 def published_invocation(path: Path | None = None) -> str | None:
@@ -147,10 +168,9 @@ def refresh_published(warehouse: str, policy: RetryPolicy | None = None, force: 
     path = published_path()
     current = published_invocation(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     wal = temporary.with_name(temporary.name + ".wal")
-    for leftover in (temporary, wal):
-        leftover.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
         with duckdb.connect(str(temporary), config=duckdb_settings()) as connection:
@@ -167,6 +187,24 @@ def refresh_published(warehouse: str, policy: RetryPolicy | None = None, force: 
     finally:
         for leftover in (temporary, wal):
             leftover.unlink(missing_ok=True)
+
+
+def remove_leftovers(path: Path) -> None:
+    """Temporary copies a killed process left behind (its pid is in the name and no longer runs)."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp*"):
+        pid = leftover.name.removeprefix(f".{path.name}.").split(".")[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def durable_replace(temporary: Path, path: Path) -> None:

@@ -27,6 +27,7 @@ import duckdb
 from extract.load import SOURCES, data_dir
 from pipeline.dbt_log import DbtLog, read_dbt_log
 from pipeline.monitoring import load_time
+from pipeline.published import marts_invocation
 from pipeline.run_log import RunRecord, insert_run, run_from_json
 from pipeline.warehouse import relation_exists, tables_in
 
@@ -114,8 +115,14 @@ def dead_runs(own_run_id: str | None = None) -> list[RunRecord]:
 
 
 def published_by(connection: duckdb.DuckDBPyConnection, invocation_id: str) -> str | None:
-    """monitoring.publish_log's last word on an invocation: 'published', 'not_published' or None."""
-    if not invocation_id or not relation_exists(connection, "monitoring", "publish_log"):
+    """Whether an invocation published: 'published' when `marts` holds its gold, else
+    monitoring.publish_log's last word on it ('published', 'not_published'), else None."""
+    if not invocation_id:
+        return None
+    held = marts_invocation(connection)
+    if held and held[0] == invocation_id:
+        return "published"
+    if not relation_exists(connection, "monitoring", "publish_log"):
         return None
     rows = connection.execute(
         "select status from monitoring.publish_log where invocation_id = ? order by logged_at desc limit 1",
@@ -212,9 +219,9 @@ def record_killed_build(
     connection: duckdb.DuckDBPyConnection, run: RunRecord, detail: dict[str, object], dbt_log: DbtLog
 ) -> None:
     logged = published_by(connection, dbt_log.invocation_id)
-    if logged is not None:
+    if logged is not None and not dbt_log.published:
         dbt_log.published = logged == "published"
-        dbt_log.publish_message = dbt_log.publish_message or f"monitoring.publish_log: {logged}"
+        dbt_log.publish_message = dbt_log.publish_message or f"{logged} (marts and monitoring.publish_log)"
     run.dbt_invocation_id = dbt_log.invocation_id
     run.node_results = dbt_log.node_results
     detail.update(
