@@ -28,15 +28,17 @@ GOLD = ("training_set", "fct_transaction_features", "user_daily_features", "prep
 BUILD_COLUMNS = {"fitted_by_invocation_id", "fitted_at"}
 LATER = {"run_date": "2026-10-15"}
 BUILD = ["build", "--exclude-resource-type", "unit_test"]
-# the kill moments, in the order a build reaches them: a line of dbt's output (a regular expression),
-# and seconds after it. The on-run-end hook publishes right after the last node's result line (dbt
-# prints the hook's own line only once it has run)
-LAST_NODE_DONE = r"(\d+) of \1 (PASS|OK|WARN)"
+# the kill moments, in the order a build reaches them: a line of dbt's output (`--debug`: with the SQL
+# it sends, logged before it runs) as a regular expression, and seconds after it. The publish is one
+# multi-statement transaction (macros/publish.sql): the kills land as it is sent, while it runs, and
+# after it committed (its log line), before the decision is written to monitoring.publish_log
+PUBLISH_SQL = r"rename to fct_transaction_features__published"
 KILLS = (
     (r"START sql incremental model intermediate\.int_transactions_windowed", 0.0),
     (r"START test unique_training_set_transaction_id", 0.0),
-    (LAST_NODE_DONE, 0.0),
-    (LAST_NODE_DONE, 0.03),
+    (PUBLISH_SQL, 0.0),
+    (PUBLISH_SQL, 0.01),
+    (r"published \d+ gold models", 0.0),
 )
 
 
@@ -66,7 +68,7 @@ def kill_build_at(line_pattern: str, delay: float) -> bool:
     """Run `dbt build` and SIGKILL it `delay` seconds after it printed a line matching `line_pattern`;
     whether it was still running when killed."""
     process = subprocess.Popen(
-        dbt_command(BUILD, None, LATER),
+        [*dbt_command(BUILD, None, LATER), "--debug"],
         cwd=PROJECT_DIR,
         env=dbt_environment(LATER),
         stdout=subprocess.PIPE,
@@ -104,11 +106,16 @@ def test_kills_of_dbt_build_and_publish_leave_one_version_and_the_next_build_equ
     after = gold(reference_dir / "warehouse.duckdb")
     assert after != before
 
-    killed = []
+    outcomes = []
     for line_pattern, delay in KILLS:
-        killed.append(kill_build_at(line_pattern, delay))
-        assert gold(warehouse_copy.duckdb_path) in (before, after), f"a mix after a kill at {line_pattern} +{delay}s"
-    assert sum(killed) >= len(KILLS) - 1, killed  # at most the last kill came after dbt ended
+        running = kill_build_at(line_pattern, delay)
+        state = gold(warehouse_copy.duckdb_path)
+        assert state in (before, after), f"a mix after a kill at {line_pattern} +{delay}s"
+        outcomes.append((line_pattern, delay, running, "new" if state == after else "old"))
+    assert all(running for _, _, running, _ in outcomes), outcomes
+    # killed before the publish: the old version; killed once it committed: the new one
+    assert [state for *_, state in outcomes[:2]] == ["old", "old"], outcomes
+    assert outcomes[-1][-1] == "new", outcomes
 
     resumed = run_dbt(BUILD, dbt_vars=LATER, quiet=True)
     assert resumed.success, resumed.failures
