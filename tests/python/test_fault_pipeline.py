@@ -210,6 +210,15 @@ def test_kills_at_every_moment_leave_a_truthful_run_log(demo_sources: Path, tmp_
         a = Run(data_dir)
         a.read_until(r"\[extract\] app ")
         a.kill_pipeline()
+        status = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "status"],
+            cwd=REPO_ROOT,
+            env=environment(data_dir),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert re.search(rf"{a.run_id} .* killed ", status.stdout), status.stdout  # before any run recorded it
 
         # B: dbt killed after 50 nodes; B records A, and itself as failed with what dbt did
         b = Run(data_dir)
