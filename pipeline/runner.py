@@ -55,7 +55,14 @@ def prepare_warehouse(run: RunRecord, policy: RetryPolicy) -> None:
     with connect(duckdb_path(), policy=policy, prefix="[run] ") as connection:
         connection.begin()
         ensure_schema(connection)
-        killed = record_dead_runs(connection, run.run_id)
+        try:
+            killed = record_dead_runs(connection, run.run_id)
+        except duckdb.Error as error:  # never let the record of an old run stop a new one
+            connection.rollback()
+            log(f"[run] killed runs not recorded this time: {first_line(str(error))}")
+            killed = []
+            connection.begin()
+            ensure_schema(connection)
         insert_run(connection, started_record(run))
         connection.commit()
     forget_runs(killed)

@@ -1,5 +1,6 @@
 """`pipeline status`: the last runs, each source's freshness, backfill progress and the open alerts."""
 
+import json
 import os
 
 import duckdb
@@ -10,7 +11,7 @@ from pipeline.console import age, log, seconds, timestamp
 from pipeline.monitoring import has_monitoring, recent_runs, source_freshness
 from pipeline.retry import RetryPolicy
 from pipeline.run_journal import is_alive
-from pipeline.run_log import utc_now
+from pipeline.run_log import pending_file, utc_now
 from pipeline.runner import EXIT_ALERTS, EXIT_FAILED, EXIT_OK
 from pipeline.warehouse import WarehouseLocked, connect, relation_exists
 
@@ -28,6 +29,16 @@ def show_status(runs: int = 10, strict: bool = False, policy: RetryPolicy | None
         return EXIT_FAILED
 
 
+def unrecorded_runs() -> dict[str, str]:
+    """run id -> status of the runs a locked warehouse kept out of the run log (recorded by the next run)."""
+    try:
+        lines = pending_file().read_text().splitlines()
+    except OSError:
+        return {}
+    runs = [json.loads(line) for line in lines if line.strip()]
+    return {run["run_id"]: run["status"] for run in runs}
+
+
 def print_status(connection: duckdb.DuckDBPyConnection, runs: int, strict: bool) -> int:
     now = utc_now()
     log(f"warehouse {duckdb_path()}  (now {timestamp(now)} UTC)")
@@ -35,8 +46,11 @@ def print_status(connection: duckdb.DuckDBPyConnection, runs: int, strict: bool)
     rows = recent_runs(connection, runs) if has_monitoring(connection) else []
     if not rows:
         log("  none recorded yet")
+    unrecorded = unrecorded_runs()
     for run in rows:
-        if run.status == "running" and not is_alive(run.run_id):
+        if run.status == "running" and run.run_id in unrecorded:
+            run.status, run.message = unrecorded[run.run_id], f"kept in {pending_file()} (the warehouse was locked)"
+        elif run.status == "running" and not is_alive(run.run_id):
             run.status, run.message = "killed", "ended without recording an outcome; the next run records what it did"
         tests = (
             f"tests {run.tests_passed} passed, {run.tests_failed} failed"

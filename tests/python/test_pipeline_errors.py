@@ -3,6 +3,7 @@ configuration errors failing at once, a warehouse locked by another process name
 
 import contextlib
 import io
+import re
 import socket
 import subprocess
 import sys
@@ -249,3 +250,28 @@ def test_a_standalone_export_waits_out_a_lock(built_copy: Warehouse, monkeypatch
     assert "is locked by another process" in output and "(transient): retrying in" in output
     assert "training_set version" in output and "Traceback" not in output
     assert last_run(built_copy)[:2] == ("export", "success")
+
+
+def test_status_tells_a_killed_run_from_one_a_lock_kept_out_of_the_run_log(data_dir: Path) -> None:
+    """Two runs left `running` rows: one was killed (its lock is free), one finished while the
+    warehouse was locked (kept in unrecorded_runs.jsonl). Status says which is which."""
+    import dataclasses
+    import datetime as dt
+    import json
+
+    from pipeline.run_journal import started_record
+    from pipeline.run_log import RunRecord, ensure_schema, insert_run, pending_file
+
+    killed = RunRecord(command="run", target="dev", run_date=dt.date(2026, 9, 30))
+    kept = RunRecord(command="run", target="dev", run_date=dt.date(2026, 9, 30))
+    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as connection:
+        ensure_schema(connection)
+        for run in (killed, kept):
+            insert_run(connection, started_record(run))
+    pending_file().parent.mkdir(parents=True, exist_ok=True)
+    finished = dataclasses.replace(kept, status="failed", ended_at=kept.started_at)
+    pending_file().write_text(json.dumps(dataclasses.asdict(finished), default=str) + "\n")
+    code, output = pipeline("status")
+    assert code == 0, output
+    assert re.search(rf"{killed.run_id} .* killed ", output) and re.search(rf"{kept.run_id} .* failed ", output)
+    assert "ended without recording an outcome" in output and "kept in" in output
