@@ -25,6 +25,8 @@ from pipeline.train import BOOLEAN_FEATURES, LABEL, NUMERIC_FEATURES
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABEL_WINDOW = pd.Timedelta(days=60)
 TRAIN_FRACTION = 0.70
+# dbt's var reporting_currency: amounts in it convert at 1 without a rate row
+REPORTING_CURRENCY = "USD"
 # the columns of fct_transaction_features it computes: ids, amount, the model's features, the label
 FEATURE_COLUMNS = [
     "transaction_id",
@@ -39,13 +41,17 @@ FEATURE_COLUMNS = [
 ]
 
 
-# the raw columns the features need (a notebook that read every column would need twice the memory)
+# the raw columns the features need (a notebook that read every column would need twice the memory);
+# keys are read as text, as staging types them (an integer id becomes its decimal text)
 RAW_COLUMNS = {
-    "raw_app.transactions": "transaction_id, user_id, amount, currency, device_type, created_at, updated_at",
-    "raw_app.users": "user_id, age, country, signup_at, updated_at",
-    "raw_events.events": "event_id, user_id, occurred_at",
+    "raw_app.transactions": (
+        "cast(transaction_id as varchar) as transaction_id, cast(user_id as varchar) as user_id, "
+        "amount, currency, device_type, created_at, updated_at"
+    ),
+    "raw_app.users": "cast(user_id as varchar) as user_id, age, country, signup_at, updated_at",
+    "raw_events.events": "cast(event_id as varchar) as event_id, cast(user_id as varchar) as user_id, occurred_at",
     "raw_fx.rates": "date, currency, rate_to_usd",
-    "raw_chargebacks.chargebacks": "transaction_id, reported_at",
+    "raw_chargebacks.chargebacks": "cast(transaction_id as varchar) as transaction_id, reported_at",
 }
 
 
@@ -74,6 +80,11 @@ def to_utc(values: pd.Series) -> pd.Series:
     return parsed.dt.tz_localize(None).astype("datetime64[us]")
 
 
+def to_key(values: pd.Series) -> pd.Series:
+    """A key as text, trimmed; empty is missing. Keys compare as exact text ('00002' is not '2')."""
+    return values.astype("string").str.strip().replace("", pd.NA)
+
+
 def to_number(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
 
@@ -87,7 +98,7 @@ def latest_version(frame: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def clean_users(raw: pd.DataFrame) -> pd.DataFrame:
-    users = raw.dropna(subset=["user_id"]).copy()
+    users = raw.assign(user_id=to_key(raw["user_id"])).dropna(subset=["user_id"])
     users["updated_at"] = to_utc(users["updated_at"])
     users = latest_version(users, "user_id")
     countries = pd.read_csv(REPO_ROOT / "seeds" / "country_codes.csv")
@@ -101,7 +112,8 @@ def clean_users(raw: pd.DataFrame) -> pd.DataFrame:
 
 def clean_transactions(raw: pd.DataFrame, users: pd.DataFrame, raw_rates: pd.DataFrame) -> pd.DataFrame:
     """Valid transactions, deduplicated, with amount_usd at the latest rate on or before their date."""
-    transactions = raw.dropna(subset=["transaction_id"]).copy()
+    transactions = raw.assign(transaction_id=to_key(raw["transaction_id"]), user_id=to_key(raw["user_id"]))
+    transactions = transactions.dropna(subset=["transaction_id"])
     transactions["updated_at"] = to_utc(transactions["updated_at"])
     transactions = latest_version(transactions, "transaction_id")
     transactions["created_at"] = to_utc(transactions["created_at"])
@@ -129,21 +141,23 @@ def clean_transactions(raw: pd.DataFrame, users: pd.DataFrame, raw_rates: pd.Dat
         right_on="rate_date",
         by="currency",
     )
+    transactions.loc[transactions["currency"] == REPORTING_CURRENCY, "rate_to_usd"] = 1.0
     transactions = transactions[transactions["rate_to_usd"].notna() & transactions["user_id"].isin(users["user_id"])]
     transactions["amount_usd"] = (transactions["amount"] * transactions["rate_to_usd"]).round(6)
     device = transactions["device_type"].str.strip().str.lower()
     transactions["device_group"] = device.where(device.isin(["mobile", "desktop", "tablet"]), "other")
     columns = ["transaction_id", "user_id", "created_at", "transaction_date", "amount_usd", "device_group"]
-    return transactions[columns].astype({"transaction_id": "int64", "user_id": "int64"})
+    return transactions[columns]
 
 
 def clean_events(raw: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
     """Valid events, each delivered event once: user_id and occurred_at (the deliveries of one event
     are the same event, so any one of them gives the same features)."""
-    events = raw.drop_duplicates("event_id", keep="first")
+    events = raw.assign(event_id=to_key(raw["event_id"]), user_id=to_key(raw["user_id"]))
+    events = events.drop_duplicates("event_id", keep="first")
     events = events.assign(occurred_at=to_utc(events["occurred_at"]))
     events = events[events["occurred_at"].notna() & events["user_id"].isin(users["user_id"])]
-    return events[["user_id", "occurred_at"]].astype({"user_id": "int64"})
+    return events[["user_id", "occurred_at"]]
 
 
 def history_windows(transactions: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
@@ -224,7 +238,7 @@ def features(raw: dict[str, pd.DataFrame], run_date: dt.date) -> pd.DataFrame:
 
     chargebacks = raw.pop("chargebacks")
     chargebacks = chargebacks.assign(
-        transaction_id=to_number(chargebacks["transaction_id"]),
+        transaction_id=to_key(chargebacks["transaction_id"]),
         reported_at=to_utc(chargebacks["reported_at"]),
     )
     chargebacks = chargebacks.dropna(subset=["transaction_id", "reported_at"])

@@ -63,3 +63,29 @@
 {% macro bigquery__safe_to_integer(column) -%}
     {{ try_cast_as('trim(cast(' ~ column ~ ' as string))', dbt.type_bigint()) }}
 {%- endmacro %}
+
+
+{#- a key as text: integer ids become their decimal text, text ids stay as given; whitespace around
+    it is dropped and an empty value is null. Keys compare as exact text: '00002' is not '2' -#}
+{% macro safe_to_key(column) -%}
+    {{ return(adapter.dispatch('safe_to_key', 'ml_features')(column)) }}
+{%- endmacro %}
+
+{% macro default__safe_to_key(column) -%}
+    nullif(trim(cast({{ column }} as {{ dbt.type_string() }})), '')
+{%- endmacro %}
+
+{% macro bigquery__safe_to_key(column) -%}
+    nullif(trim(cast({{ column }} as string)), '')
+{%- endmacro %}
+
+
+{#- raw_text(relation, column_name): the column as text, or when it is null the text dlt kept in its
+    variant column `<column>__v_text` (a value the source's reader could not convert to the column's
+    type, e.g. text in an INTEGER column); a table without the variant reads the column alone -#}
+{% macro raw_text(relation, column_name) -%}
+    coalesce(
+        cast({{ adapter.quote(column_name) }} as {{ dbt.type_string() }}),
+        {{ column_or_null(relation, column_name ~ '__v_text', dbt.type_string()) }}
+    )
+{%- endmacro %}

@@ -1,7 +1,9 @@
 {#-
     validate_transactions(transactions): a select of every row of `transactions` (a relation or CTE
     shaped like stg_app__transactions) with the first validation rule it fails (null when valid),
-    a readable reason, and its amount in US dollars at the latest rate on or before its date.
+    a readable reason, and its amount in the reporting currency (var reporting_currency, USD by
+    default) at the latest rate on or before its date; a transaction in the reporting currency
+    converts at 1 without a rate row.
     Used by the table int_transactions_validated (batch) and by the speed layer of
     realtime_transaction_features, which validates rows loaded since the last build the same way.
 -#}
@@ -10,7 +12,7 @@
         *,
         -- chr(39) is a single quote: DuckDB escapes one in a literal as '', BigQuery as \'
         case rejection_rule
-            when 'missing_key' then 'transaction_id is missing or not an integer'
+            when 'missing_key' then 'transaction_id is missing'
             when 'unparseable_timestamp'
                 then 'created_at ' || chr(39) || coalesce(raw_created_at, 'null') || chr(39) || ' is not a timestamp'
             when 'created_at_in_future'
@@ -59,7 +61,12 @@
                 transactions.*,
                 users.user_id is not null as has_known_user,
                 currencies.currency is not null as is_known_currency,
-                rates.rate_to_usd,
+                -- the reporting currency converts at 1 and needs no rate row (rate_date stays null)
+                case
+                    when transactions.currency = '{{ var("reporting_currency") | trim | upper }}'
+                        then cast(1 as {{ type_double() }})
+                    else rates.rate_to_usd
+                end as rate_to_usd,
                 rates.valid_from_date as rate_date,
                 rates.source_load_id as rate_source_load_id
             from {{ transactions }} as transactions
@@ -73,6 +80,7 @@
             left join {{ ref('int_fx_rates_ranged') }} as rates
                 on
                     transactions.currency = rates.currency
+                    and transactions.currency != '{{ var("reporting_currency") | trim | upper }}'
                     and cast(transactions.created_at as date) >= rates.valid_from_date
                     and cast(transactions.created_at as date) < rates.valid_to_date
         ) as joined

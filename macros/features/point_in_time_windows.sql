@@ -71,7 +71,7 @@
             -- ran out of 2 GB on an incremental run at 10M; it is 31 days before the first day built,
             -- so only seconds_since_prev_txn sees it)
             select
-                cast(null as {{ dbt.type_bigint() }}) as transaction_id,
+                cast(null as {{ dbt.type_string() }}) as transaction_id,
                 user_id,
                 cast(null as {{ dbt.type_numeric() }}) as amount_usd,
                 max({{ epoch_microseconds('created_at') }}) as at_us

@@ -32,9 +32,7 @@ explained as (
         *,
         -- chr(39) is a single quote: DuckDB escapes one in a literal as '', BigQuery as \'
         case rejection_rule
-            when 'missing_key'
-                then 'transaction_id ' || chr(39) || coalesce(raw_transaction_id, 'null') || chr(39)
-                    || ' is not an integer'
+            when 'missing_key' then 'transaction_id is missing'
             when 'unparseable_timestamp'
                 then 'reported_at ' || chr(39) || coalesce(raw_reported_at, 'null') || chr(39) || ' is not a timestamp'
             when 'unknown_transaction'

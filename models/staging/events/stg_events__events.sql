@@ -1,19 +1,21 @@
 -- one row per delivery of an event in a completed dlt load, typed. At-least-once delivery repeats
 -- about one event in a hundred: int_events_validated keeps the first delivery of each event id,
 -- incrementally (only the ids of new loads are looked at again).
+-- Keys are text (safe_to_key), also where dlt kept a value in a variant column (raw_text).
+{%- set raw_events = source('events', 'events') %}
 with
 
 source as (
-    select * from {{ source('events', 'events') }}
+    select * from {{ raw_events }}
     where _dlt_load_id in ({{ completed_loads('events') }})
 ),
 
 typed as (
     select
         ---------- ids
-        cast(event_id as {{ dbt.type_string() }}) as event_id,
-        {{ safe_to_integer('user_id') }} as user_id,
-        cast(session_id as {{ dbt.type_string() }}) as session_id,
+        {{ safe_to_key(raw_text(raw_events, 'event_id')) }} as event_id,
+        {{ safe_to_key(raw_text(raw_events, 'user_id')) }} as user_id,
+        {{ safe_to_key(raw_text(raw_events, 'session_id')) }} as session_id,
         ---------- text
         lower(trim(event_type)) as event_type,
         lower(trim(device_type)) as device_type,
