@@ -116,12 +116,15 @@
         {% else %}
             {% set version = audited.incorporate(path={'identifier': node.alias ~ '__published'}) %}
             {#- a view already: nothing was built since the last publish, which it shows -#}
+            {#- the views name schema.table only (not the file's catalog): a copied or renamed
+                warehouse file still reads them (macros/relocatable_refs.sql) -#}
+            {% set version_in_file = version.include(database=false) %}
             {% if not audited.is_view %}
                 {% do statements.append('drop table if exists ' ~ version) %}
                 {% do statements.append('alter table ' ~ audited ~ ' rename to ' ~ version.identifier) %}
-                {% do statements.append('create view ' ~ audited ~ ' as select * from ' ~ version) %}
+                {% do statements.append('create view ' ~ audited ~ ' as select * from ' ~ version_in_file) %}
             {% endif %}
-            {% do statements.append('create view ' ~ published ~ ' as select * from ' ~ version) %}
+            {% do statements.append('create view ' ~ published ~ ' as select * from ' ~ version_in_file) %}
         {% endif %}
     {% endfor %}
     {% if own_transaction %}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 
+from extract.files import REJECTED_FILES_TABLE
 from extract.load import SOURCES
 from pipeline.dbt_runner import target_path
 from pipeline.run_log import ModelRows
@@ -129,11 +130,14 @@ def load_time(load_id: str | None) -> dt.datetime | None:
 
 
 def newest_rows(connection: duckdb.DuckDBPyConnection, source: str) -> tuple[int, str | None]:
-    """(rows, newest load id among them) of a source's raw tables, counting completed loads only."""
+    """(rows, newest load id among them) of a source's raw tables, counting completed loads only.
+
+    Not dlt's own tables, nor `rejected_files` (files the source could not read: no rows of them
+    were loaded, and a rejection is no sign the source delivered data)."""
     schema = f"raw_{source}"
     rows, newest = 0, None
     for table in tables_in(connection, schema):
-        if table.startswith("_dlt"):
+        if table.startswith("_dlt") or table == REJECTED_FILES_TABLE:
             continue
         [(count, load_id)] = connection.sql(
             f"select count(*), max(_dlt_load_id) from {schema}.{table} "

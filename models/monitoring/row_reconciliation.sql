@@ -7,6 +7,7 @@
 -- (a join on the row id, the expensive part: a minute at 10M transactions) runs for the loads that
 -- are new or whose duplicates (raw rows - staged rows) changed since the last build; the other
 -- loads carry their last check over. A full refresh checks every load again.
+-- A file the extract could not read counts as one raw row of the table its rows were for (below).
 {#- each raw table: its name here, the dbt source it belongs to, the relation holding the rows
     staging kept of it (for transactions and events the validated tables, which hold every staged
     row: computing staging's deduplication again would cost a full pass), and how many raw rows each
@@ -17,6 +18,13 @@
     ('events.events', source('events', 'events'), 'events', ref('int_events_validated'), 'rows_in_raw'),
     ('fx.rates', source('fx', 'rates'), 'fx', ref('stg_fx__rates'), '1'),
     ('chargebacks.chargebacks', source('chargebacks', 'chargebacks'), 'chargebacks', ref('stg_chargebacks__chargebacks'), '1'),
+] %}
+{#- a file the extract could not read loads no rows: its row in raw_<source>.rejected_files counts as
+    one raw row of the table its rows were for, staged and quarantined (unreadable_file), in the load
+    that recorded the rejection; it is never a duplicate -#}
+{%- set rejected_files = [
+    ('events.events', source('events', 'rejected_files'), 'events', ref('stg_events__rejected_files')),
+    ('chargebacks.chargebacks', source('chargebacks', 'rejected_files'), 'chargebacks', ref('stg_chargebacks__rejected_files')),
 ] %}
 {%- set previous = previous_build() %}
 
@@ -30,6 +38,16 @@ raw_counts as (
             _dlt_load_id as source_load_id,
             count(*) as raw_rows
         from {{ raw_relation }}
+        where _dlt_load_id in ({{ completed_loads(source_name) }})
+        group by _dlt_load_id
+        union all
+    {%- endfor %}
+    {%- for source_table, files_relation, source_name, staged_files in rejected_files %}
+        select
+            '{{ source_table }}' as source_table,
+            _dlt_load_id as source_load_id,
+            count(*) as raw_rows
+        from {{ files_relation }}
         where _dlt_load_id in ({{ completed_loads(source_name) }})
         group by _dlt_load_id
         {% if not loop.last %}
@@ -46,6 +64,14 @@ staged_rows as (
             source_load_id,
             {{ kept_rows_in_raw }} as rows_in_raw
         from {{ staged_relation }}
+        union all
+    {%- endfor %}
+    {%- for source_table, files_relation, source_name, staged_files in rejected_files %}
+        select
+            '{{ source_table }}' as source_table,
+            source_load_id,
+            1 as rows_in_raw
+        from {{ staged_files }}
         {% if not loop.last %}
             union all
         {% endif %}

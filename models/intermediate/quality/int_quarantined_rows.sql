@@ -1,5 +1,6 @@
 -- one row per rejected source row: which table, the rule it broke, a readable reason,
--- the dlt load it came in and its raw values. Nothing is dropped silently.
+-- the dlt load it came in and its raw values. Nothing is dropped silently. A file the extract could
+-- not read (raw_<source>.rejected_files) is one row of the table its rows were for, keyed by its path.
 with
 
 transactions as (
@@ -25,6 +26,14 @@ fx_rates as (
 users as (
     select * from {{ ref('stg_app__users') }}
     where user_id is null
+),
+
+rejected_event_files as (
+    select * from {{ ref('stg_events__rejected_files') }}
+),
+
+rejected_chargeback_files as (
+    select * from {{ ref('stg_chargebacks__rejected_files') }}
 ),
 
 unioned as (
@@ -92,6 +101,29 @@ unioned as (
         'date=' || coalesce(raw_rate_date, 'null') || '; currency=' || coalesce(currency, 'null')
         || '; rate_to_usd=' || coalesce(raw_rate_to_usd, 'null') as raw_values
     from fx_rates
+
+    union all
+
+    {%- set rejected_files = [
+        ('events.events', 'rejected_event_files'),
+        ('chargebacks.chargebacks', 'rejected_chargeback_files'),
+    ] %}
+    {%- for source_table, files in rejected_files %}
+        select
+            '{{ source_table }}' as source_table,
+            file_path as record_key,
+            'unreadable_file' as rejection_rule,
+            'file ' || file_path || ' cannot be read: '
+            || coalesce(rejection_reason, 'no reason given') as rejection_reason,
+            source_load_id,
+            source_row_id,
+            'size=' || coalesce(cast(file_size_bytes as {{ dbt.type_string() }}), 'null')
+            || '; modified_at=' || coalesce(cast(file_modified_at as {{ dbt.type_string() }}), 'null') as raw_values
+        from {{ files }}
+        {% if not loop.last %}
+            union all
+        {% endif %}
+    {%- endfor %}
 )
 
 select * from unioned
