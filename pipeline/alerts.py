@@ -9,6 +9,8 @@
     slow_stage  a stage took over twice its usual (median) time over the previous successful runs,
                 and at least 5 s longer (sub-second stages jitter).
     error_rate  over 1% of the finished runs of the last 24 hours failed.
+    warned_test a dbt test of severity warn found failing rows (status warn) in the run's build; it
+                resolves when a later build runs the test and it passes.
 
 An alert stays open while its rule keeps firing; a run that evaluates the same rule and subject
 without it firing resolves it. Each new or open alert is one log line starting with ALERT.
@@ -24,7 +26,7 @@ import duckdb
 from pipeline.console import log, seconds
 from pipeline.run_log import RunRecord
 
-RULES = ("row_drop", "slow_stage", "error_rate")
+RULES = ("row_drop", "slow_stage", "error_rate", "warned_test")
 ROW_COMMANDS = ("run", "backfill")
 
 
@@ -222,6 +224,28 @@ def error_alerts(
         )
 
 
+def warned_test_alerts(run: RunRecord, evaluation: Evaluation) -> None:
+    """One alert per test the run's build ran that warned; every test it ran is evaluated (so one
+    that passes again resolves its alert)."""
+    for node in run.node_results:
+        if node["resource_type"] != "test" or node["status"] not in ("pass", "warn", "fail", "error"):
+            continue
+        name = str(node["unique_id"]).split(".")[2]
+        subject = f"test:{name}"
+        evaluation.evaluated.add(("warned_test", subject))
+        if node["status"] == "warn":
+            failures = int(node.get("failures") or 0)  # type: ignore[call-overload]
+            evaluation.firing.append(
+                Alert(
+                    "warned_test",
+                    subject,
+                    float(failures),
+                    0.0,
+                    f"dbt test {name} warned: {failures:,} failing row{'s' if failures != 1 else ''}",
+                )
+            )
+
+
 def evaluate(
     connection: duckdb.DuckDBPyConnection, run: RunRecord, now: dt.datetime, limits: Thresholds = DEFAULT_LIMITS
 ) -> Evaluation:
@@ -231,6 +255,7 @@ def evaluate(
         if run.command in ROW_COMMANDS:
             row_alerts(connection, run, limits, evaluation)
         slow_alerts(connection, run, limits, evaluation)
+    warned_test_alerts(run, evaluation)
     error_alerts(connection, now, limits, evaluation)
     return evaluation
 

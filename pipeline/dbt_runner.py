@@ -52,7 +52,8 @@ class DbtSummary:
         return -self.returncode if self.returncode < 0 else None
 
     def nodes_done(self) -> int:
-        return len(self.node_results)
+        """Nodes finished; the on-run-start/end hooks are in run_results.json but not in dbt's node count."""
+        return sum(1 for node in self.node_results if node["resource_type"] != "operation")
 
     def count(self, resource_type: str, *statuses: str) -> int:
         return sum(n for (kind, status), n in self.counts.items() if kind == resource_type and status in statuses)

@@ -20,6 +20,7 @@ from pipeline.report import write_report
 from pipeline.retry import GaveUp, RetryPolicy
 from pipeline.run_journal import RunJournal, forget_runs, record_dead_runs, started_record
 from pipeline.run_log import RunRecord, ensure_schema, insert_run, utc_now, write_run
+from pipeline.run_summary import quarantine_lines, warned_lines
 from pipeline.stages import (
     RunOptions,
     StageFailed,
@@ -95,7 +96,7 @@ def run_stages(run: RunRecord, options: RunOptions, policy: RetryPolicy, journal
     if options.on_duckdb and not options.skip_export:
         run_stage(run, "export", export_stage(run, options, policy), journal)
     if options.on_duckdb and not options.skip_train:
-        run_stage(run, "train", train_stage(options), journal)
+        run_stage(run, "train", train_stage(options, policy), journal)
     run.status = "success"
 
 
@@ -221,6 +222,12 @@ def print_summary(run: RunRecord) -> None:
             f"  {stage.stage:<8} {stage.status:<8} {seconds(stage.seconds):>10}  rows in {stage.rows_in:>10,}  "
             f"out {stage.rows_out:>10,}  {stage_note(run, stage.stage)}"
         )
+    build = run.stage("build")
+    if build:
+        for line in quarantine_lines(build.detail.get("quarantine", []), bool(build.detail.get("quarantine_stale"))):  # type: ignore[arg-type]
+            log(line)
+    for line in warned_lines(run.node_results):
+        log(line)
     if run.dbt_invocation_id:
         log(
             f"  dbt invocation {run.dbt_invocation_id}; this run's dlt loads: {len(run.loads)} "

@@ -24,14 +24,14 @@ from pipeline.monitoring import (
     last_successful_build,
     latest_rows_loaded_at,
     model_row_counts,
-    quarantine_counts,
     read_manifest,
 )
 from pipeline.published import published_path, refresh_published
 from pipeline.retry import LOCK_MESSAGE, GaveUp, RetryPolicy, TransientError, describe_lock, retrying
 from pipeline.run_journal import RunJournal, dbt_log_dir
 from pipeline.run_log import RunRecord, StageRecord, utc_now
-from pipeline.warehouse import WarehouseLocked, connect
+from pipeline.run_summary import failed_node_lines, quarantine_by_table
+from pipeline.warehouse import WarehouseLocked, connect, relation_exists
 
 if TYPE_CHECKING:
     from pipeline.train import TrainingResult
@@ -214,26 +214,9 @@ def dbt_build(options: RunOptions, variables: dict[str, object], journal: RunJou
     return summary
 
 
-def failing_nodes(summary: DbtSummary) -> list[str]:
-    lines = []
-    for node in summary.failed_nodes():
-        kind, name = str(node["resource_type"]), str(node["unique_id"]).split(".")[2]
-        if kind == "test":
-            failures = int(node["failures"] or 0)
-            rows = (
-                f"{failures:,} failing row{'s' if failures != 1 else ''}"
-                if failures
-                else first_line(str(node["message"]), 100)
-            )
-            where = f"  (rows kept: select * from {node['relation_name']})" if node.get("relation_name") else ""
-            lines.append(f"  {node['status']:<6} test {name}: {rows}{where}")
-        else:
-            lines.append(f"  {node['status']:<6} {kind} {name}: {first_line(str(node['message']), 160)}")
-    return lines
-
-
 def validation_message(summary: DbtSummary, options: RunOptions, policy: RetryPolicy) -> str:
-    """Which tests (or models) failed, and the quarantine counts, for a build that failed."""
+    """Which tests (or models) failed, each with its cause (the database's own message) and, for a
+    failing test, the table that keeps its rows (when it exists) and a few of them."""
     failed = summary.failed_nodes()
     killed = [summary.ended] if summary.ended else []
     if not failed and killed:
@@ -244,16 +227,28 @@ def validation_message(summary: DbtSummary, options: RunOptions, policy: RetryPo
     lines = [
         f"validation failed: {tests} dbt test(s) and {len(failed) - tests} other node(s) failed; "
         f"{summary.count('model', 'skipped')} models downstream of them were skipped and nothing was exported",
-        *failing_nodes(summary),
-        *killed,
     ]
     if options.on_duckdb:
         with connect(duckdb_path(), read_only=True, policy=policy) as connection:
-            quarantined = quarantine_counts(connection)
-        if quarantined:
-            lines.append("quarantined rows (intermediate.int_quarantined_rows), by source table and rule:")
-            lines += [f"  {table:<26} {rule:<24} {count:>9,}" for table, rule, count in quarantined]
-    return "\n".join(lines)
+            lines += failed_node_lines(failed, connection)
+    else:
+        lines += failed_node_lines(failed, None)
+    return "\n".join([*lines, *killed])
+
+
+def record_quarantine(stage: StageRecord, summary: DbtSummary, options: RunOptions, policy: RetryPolicy) -> None:
+    """The quarantine per source table after a build (passed or failed), for the run summary; when
+    this build did not rebuild it (a failure upstream), the summary says it is an earlier build's."""
+    if not options.on_duckdb:
+        return
+    with connect(duckdb_path(), read_only=True, policy=policy) as connection:
+        stage.detail["quarantine"] = quarantine_by_table(connection)
+    rebuilt = any(
+        str(node["unique_id"]).endswith(".int_quarantined_rows") and node["status"] == "success"
+        for node in summary.node_results
+    )
+    if stage.detail["quarantine"] and not rebuilt:
+        stage.detail["quarantine_stale"] = True
 
 
 def record_build(run: RunRecord, stage: StageRecord, summary: DbtSummary) -> None:
@@ -292,6 +287,7 @@ def build_stage(
         record_build(run, stage, summary)
         if options.on_duckdb and summary.published:
             publish_file(stage, policy)
+        record_quarantine(stage, summary, options, policy)
         if not summary.success:
             raise StageFailed(validation_message(summary, options, policy))
         if options.on_duckdb:
@@ -359,17 +355,17 @@ def export_stage(run: RunRecord, options: RunOptions, policy: RetryPolicy) -> Ca
     return action
 
 
-def train_stage(options: RunOptions) -> Callable[[StageRecord], None]:
+def train_stage(options: RunOptions, policy: RetryPolicy | None = None) -> Callable[[StageRecord], None]:
     def action(stage: StageRecord) -> None:
-        from pipeline.train import TrainingError, train  # scikit-learn loads only when a run trains
+        from pipeline.train import NothingToLearn, TrainingError, train  # scikit-learn loads only when a run trains
 
         try:
             training = train()
+        except NothingToLearn as error:
+            raise StageSkipped(no_transactions(policy) or str(error)) from error
         except TrainingError as error:
-            if "no labels have matured" in str(error):
-                raise StageSkipped(str(error)) from error
             if "needs rows of both classes" in str(error):
-                raise StageSkipped(f"{error}: not enough matured labels yet") from error
+                raise StageSkipped(f"{error}: not enough matured labels of both classes yet") from error
             raise StageFailed(f"train failed: {error}") from error
         stage.rows_in = training.train_rows + training.validation_rows
         stage.detail = {"roc_auc": training.roc_auc, "pr_auc": training.pr_auc, "model": training.model_path}
@@ -377,6 +373,24 @@ def train_stage(options: RunOptions) -> Callable[[StageRecord], None]:
         log(training_line(training))
 
     return action
+
+
+def no_transactions(policy: RetryPolicy | None) -> str | None:
+    """The reason when the published gold has no transaction at all (every row quarantined, or none
+    loaded): then no label could ever mature, whatever the run date."""
+    path = published_path()
+    if not path.exists():
+        return None
+    with connect(str(path), read_only=True, policy=policy) as connection:
+        if not relation_exists(connection, "marts", "fct_transaction_features"):
+            return None
+        [(rows,)] = connection.sql("select count(*) from marts.fct_transaction_features").fetchall()
+    if rows:
+        return None
+    return (
+        "no transactions: marts.fct_transaction_features is empty (every transaction was quarantined, or none "
+        "was loaded: see the quarantine in the summary)"
+    )
 
 
 def training_line(training: "TrainingResult") -> str:

@@ -63,8 +63,19 @@ LOYALTY_TIERS = {"bronze": 1, "silver": 2, "gold": 3, "platinum": 4}
 SAMPLE_SEED = 0
 
 
+NO_LABELS = (
+    "no labels: the training set has no fraud labels at all (no chargebacks matched a transaction; "
+    "is the chargebacks source turned off?)"
+)
+NOT_MATURED = "no labels have matured by the run date"
+
+
 class TrainingError(RuntimeError):
     """The training set cannot be trained on (missing export, an empty split, one class only)."""
+
+
+class NothingToLearn(TrainingError):
+    """The training set has nothing a model can learn from yet (no rows, no fraud label): a reason to skip."""
 
 
 @dataclass
@@ -135,6 +146,12 @@ def load_split(version_dir: Path, split: str) -> pa.Table:
     return dataset.to_table(columns=columns, filter=ds.field("split") == split)
 
 
+def fraud_labels(version_dir: Path) -> int:
+    """Rows labelled fraud in every split of the export."""
+    dataset = ds.dataset(version_dir, format="parquet", partitioning="hive", exclude_invalid_files=True)
+    return int(np.count_nonzero(labels(dataset.to_table(columns=[LABEL]))))
+
+
 def train(manifest_path: Path | None = None, models_root: Path | None = None) -> TrainingResult:
     """Train on the train split of the export named by `manifest_path` (default: the latest)."""
     manifest_path = manifest_path or data_dir() / "exports" / "training_set" / "latest.json"
@@ -142,8 +159,10 @@ def train(manifest_path: Path | None = None, models_root: Path | None = None) ->
         raise TrainingError(f"no training set export at {manifest_path}: run the export stage first")
     manifest = json.loads(manifest_path.read_text())
     if manifest["row_count"] == 0:
-        raise TrainingError(f"training set {manifest['version']} is empty: no labels have matured by the run date")
+        raise NothingToLearn(f"training set {manifest['version']} is empty: {NOT_MATURED}")
     version_dir = Path(manifest["path"])
+    if fraud_labels(version_dir) == 0:
+        raise NothingToLearn(f"{NO_LABELS} ({manifest['row_count']:,} rows, every is_fraud false)")
     train_rows, validation_rows = load_split(version_dir, "train"), load_split(version_dir, "validation")
     train_truth, truth = labels(train_rows), labels(validation_rows)
     for name, split_truth in (("train", train_truth), ("validation", truth)):
