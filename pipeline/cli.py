@@ -8,6 +8,7 @@
     pipeline report      regenerate the HTML run report
     pipeline export      export the current training set (versioned Parquet + manifest)
     pipeline train       train on the latest export and print validation metrics
+    pipeline doctor      check each configured source before a run (exit 1: a run would fail or produce nothing)
 
 dbt stays usable on its own: this command only runs dlt, then `dbt build`, then Python steps.
 Exit codes: 0 success or nothing to do, 1 failed, 3 alerts open with --strict.
@@ -99,6 +100,12 @@ def train_command(_: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def doctor_command(_: argparse.Namespace) -> int:
+    from pipeline.doctor import run_doctor
+
+    return run_doctor()
+
+
 def add_common(parser: argparse.ArgumentParser, stages: bool = True) -> None:
     parser.add_argument("--target", default=None, help="dbt target from profiles.yml (default: dev)")
     parser.add_argument("--sources", type=sources, default=SOURCES, help="comma-separated (default: all)")
@@ -145,6 +152,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     commands.add_parser("report", help="regenerate the HTML run report").set_defaults(handler=report_command)
     commands.add_parser("export", help="export the training set").set_defaults(handler=export_command)
     commands.add_parser("train", help="train on the latest export").set_defaults(handler=train_command)
+    commands.add_parser("doctor", help="check each configured source before a run").set_defaults(handler=doctor_command)
     return parser.parse_args(argv)
 
 
