@@ -4,11 +4,15 @@ setting (and environment variable) or data fix, and exits 1 when a run would fai
 import contextlib
 import io
 import sqlite3
+from datetime import date
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import demo_environment
 
+from demo.fx_api_server import FxApiServer
 from demo.generate import generate
 from extract.app_database import CONTRACT_COLUMNS
 from pipeline.cli import main
@@ -139,3 +143,37 @@ def test_own_data_in_the_reporting_currency_passes(data_dir: Path, monkeypatch: 
     assert "rows: users 3, transactions 6" in output
     assert "transactions created_at from 1997-03-01 10:00:00 UTC to 1997-03-06 10:00:00 UTC" in output
     assert "turned off (sources.fx_api.enabled = false (env SOURCES__FX_API__ENABLED=false))" in output
+
+
+def test_every_sampled_id_missing_fails(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = app_database(data_dir / "app.sqlite")
+    with sqlite3.connect(database) as connection:
+        connection.execute("update transactions set transaction_id = ' '")
+    own_data(monkeypatch, database)
+    code, output = doctor()
+    assert code == 1
+    assert "every sampled transaction (6) has no transaction_id: all would be quarantined as missing_key" in output
+
+
+def test_the_fx_api_is_asked_with_the_token(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own_data(monkeypatch, app_database(data_dir / "app.sqlite", currency="EUR"))
+    rates = data_dir / "rates.parquet"
+    pq.write_table(
+        pa.table({"date": pa.array([date(1997, 1, 1)], pa.date32()), "currency": ["EUR"], "rate_to_usd": [1.1]}), rates
+    )
+    with FxApiServer(rates, token="right") as server:
+        monkeypatch.setenv("SOURCES__FX_API__ENABLED", "true")
+        monkeypatch.setenv("SOURCES__FX_API__DEMO", "false")
+        monkeypatch.setenv("SOURCES__FX_API__BASE_URL", server.start())
+        monkeypatch.setenv("SOURCES__FX_API__TOKEN", "wrong")
+        code, output = doctor()
+        assert code == 1
+        assert (
+            "the FX API refused the token (401)" in output
+            and "set sources.fx_api.token (env SOURCES__FX_API__TOKEN)" in output
+        )
+        monkeypatch.setenv("SOURCES__FX_API__TOKEN", "right")
+        code, output = doctor()
+    assert code == 0, output
+    assert "the FX API answers with the token; rates for EUR" in output
+    assert "every transaction currency has a rate or is the reporting currency USD" in output

@@ -152,3 +152,37 @@ def test_strict_turns_open_alerts_into_exit_3(tmp_path: Path, monkeypatch: pytes
     assert "open alerts: 1" in outputs["status --strict"]
     metrics = (tmp_path / "metrics" / "pipeline.prom").read_text()
     assert 'ml_features_alerts_open{rule="error_rate"} 1' in metrics and "ml_features_run_failures_total 1" in metrics
+
+
+def test_a_warned_test_alerts_until_a_build_runs_it_and_it_passes(log_db: duckdb.DuckDBPyConnection) -> None:
+    def with_test(run: RunRecord, status: str, failures: int) -> RunRecord:
+        run.node_results = [
+            {
+                "invocation_id": "i",
+                "unique_id": "test.ml_features.null_rate_below_x.abc",
+                "resource_type": "test",
+                "status": status,
+                "seconds": 0.1,
+                "failures": failures,
+                "message": "",
+                "relation_name": None,
+            }
+        ]
+        return run
+
+    warned = with_test(past_run(2), "warn", 12)
+    insert_run(log_db, warned)
+    opened, _ = record(log_db, warned, evaluate(log_db, warned, NOW), NOW)
+    [alert] = [alert for alert in opened if alert.rule == "warned_test"]
+    assert alert.subject == "test:null_rate_below_x" and alert.value == 12
+    assert alert.line().startswith("ALERT [warned_test] dbt test null_rate_below_x warned: 12 failing rows")
+    # a build that does not run the test leaves it open; one where it passes resolves it
+    other = past_run(1.5)
+    insert_run(log_db, other)
+    still, _ = record(log_db, other, evaluate(log_db, other, NOW), NOW)
+    assert any(alert.rule == "warned_test" for alert in still)
+    passed = with_test(past_run(1), "pass", 0)
+    insert_run(log_db, passed)
+    after, resolved = record(log_db, passed, evaluate(log_db, passed, NOW), NOW)
+    assert [alert.subject for alert in resolved] == ["test:null_rate_below_x"]
+    assert not any(alert.rule == "warned_test" for alert in after)
