@@ -30,8 +30,8 @@
 
 with
 
--- every raw row of a completed load
-raw_counts as (
+-- every raw row of a completed load, and every rejected file (one row each)
+raw_counts_by_relation as (
     {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw in raw_tables %}
         select
             '{{ source_table }}' as source_table,
@@ -54,6 +54,15 @@ raw_counts as (
             union all
         {% endif %}
     {%- endfor %}
+),
+
+raw_counts as (
+    select
+        source_table,
+        source_load_id,
+        cast(sum(raw_rows) as {{ dbt.type_bigint() }}) as raw_rows
+    from raw_counts_by_relation
+    group by source_table, source_load_id
 ),
 
 -- the rows staging kept; rows_in_raw - 1 is how many duplicates staging says it collapsed into each
