@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import table_hash
+from conftest import Warehouse, table_hash
 from extract_support import Workspace, workspace
 
 from demo.generate import generate
@@ -127,3 +127,18 @@ def test_a_source_turned_off_is_not_a_breach(tmp_path: Path, monkeypatch: pytest
     assert build.success, build.failures
     assert threshold_test_status(build) == "pass"
     assert space.query("select count(*) from raw_events.events") == [(0,)]
+
+
+def test_a_data_set_without_ages_warns_and_builds(warehouse_copy: Warehouse) -> None:
+    """Missing ages are imputed by design (is_age_imputed): a data property, so its tests warn, never fail."""
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        connection.execute("update raw_app.users set age = null")
+    build = run_dbt(["build", "--select", "int_users_cleaned"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
+    assert build.success, build.failures
+    statuses = {
+        str(node["unique_id"]).split(".")[2]: node["status"]
+        for node in build.node_results
+        if "null_rate_below_int_users_cleaned_age" in str(node["unique_id"])
+    }
+    assert sorted(statuses.values()) == ["warn", "warn"], statuses
+    assert warehouse_copy.query("select count(*), count(age) from intermediate.int_users_cleaned")[0][1] == 0
