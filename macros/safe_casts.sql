@@ -89,3 +89,47 @@
         {{ column_or_null(relation, column_name ~ '__v_text', dbt.type_string()) }}
     )
 {%- endmacro %}
+
+
+{#- keys_as_text(columns): a pre-hook of the tables a build keeps (incremental models, the snapshot):
+    the statements that turn the key columns of the model's existing table that are not text yet (a
+    warehouse built when keys were integers) into text, so the next run continues it. None when the
+    table does not exist or its keys are text already -#}
+{% macro keys_as_text(columns) -%}
+    {{ return(adapter.dispatch('keys_as_text', 'ml_features')(columns)) }}
+{%- endmacro %}
+
+{% macro default__keys_as_text(columns) -%}
+    {%- for column in columns_not_text(columns) %}
+        alter table {{ this }} alter column {{ adapter.quote(column) }} type {{ dbt.type_string() }};
+    {%- endfor %}
+{%- endmacro %}
+
+{#- BigQuery cannot change an INT64 column to STRING in place: the table must be built again -#}
+{% macro bigquery__keys_as_text(columns) -%}
+    {%- set integer_keys = columns_not_text(columns) -%}
+    {%- if integer_keys -%}
+        {{ exceptions.raise_compiler_error(
+            this ~ ' holds ' ~ integer_keys | join(', ') ~ ' as integers (built before keys were text): rebuild it once'
+            ~ ' with `dbt build --full-refresh` (a snapshot: drop its table first; its history starts again)'
+        ) }}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- the key columns of the model's existing table that are not text; none without introspection -#}
+{% macro columns_not_text(columns) -%}
+    {%- if not execute or not flags.INTROSPECT -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set existing = adapter.get_relation(this.database, this.schema, this.identifier) -%}
+    {%- if existing is none or existing.is_view -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set found = [] -%}
+    {%- for column in adapter.get_columns_in_relation(existing) -%}
+        {%- if column.name | lower in columns and not column.is_string() -%}
+            {%- do found.append(column.name) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {{ return(found) }}
+{%- endmacro %}

@@ -130,7 +130,7 @@ def test_a_run_rebuilds_the_days_its_loads_change(warehouse_copy: Warehouse) -> 
     rows = {relation: f"(select * exclude (source_load_id) from {relation})" for relation in by_day}
     rebuilt = {relation: table_hash(warehouse_copy.duckdb_path, rows[relation]) for relation in by_day}
     assert warehouse_copy.query(
-        f"select count(*) from intermediate.int_transactions_windowed where transaction_id = {orphan}"
+        f"select count(*) from intermediate.int_transactions_windowed where transaction_id = '{orphan}'"
     ) == [(1,)]
     assert run_dbt(["run", *models, "--full-refresh"], dbt_vars={"run_date": RUN_DATE}, quiet=True).success
     assert rebuilt == {relation: table_hash(warehouse_copy.duckdb_path, rows[relation]) for relation in by_day}

@@ -77,7 +77,7 @@ def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: W
         # ones; big enough that copying the incremental user_daily_features takes a while
         connection.execute(
             "drop view marts_audit.fct_transaction_features; create table marts_audit.fct_transaction_features as "
-            "select * from marts_audit.fct_transaction_features__published where transaction_id % 2 = 0"
+            "select * from marts_audit.fct_transaction_features__published where cast(transaction_id as bigint) % 2 = 0"
         )
         connection.execute(
             "drop view marts_audit.training_set; create table marts_audit.training_set as "

@@ -260,6 +260,13 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
                     "_source_row": 0,
                 },
                 {
+                    "transaction_id": " ",
+                    "reported_at": "2026-06-01 10:00:00",
+                    "reason": "fraud",
+                    "_source_file": "injected.csv",
+                    "_source_row": 3,
+                },
+                {
                     "transaction_id": "5",
                     "reported_at": "someday",
                     "reason": "fraud",
@@ -294,7 +301,7 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
         ("app.transactions", "900004", "unparseable_timestamp", "created_at 'not a date' is not a timestamp"),
         ("app.transactions", "900005", "unknown_currency", "currency 'ZZZ' is not a known currency"),
         ("app.transactions", "900006", "missing_fx_rate", "no EUR rate on or before 2020-01-01"),
-        ("app.transactions", None, "missing_key", "transaction_id is missing or not an integer"),
+        ("app.transactions", None, "missing_key", "transaction_id is missing"),
         ("app.users", None, "missing_key", "user_id is missing or not an integer"),
         ("events.events", "evt_injected_1", "unknown_user", f"user_id {UNKNOWN_ID} is not a known user"),
         ("events.events", "evt_injected_2", "unparseable_timestamp", "occurred_at is missing or not a timestamp"),
@@ -302,7 +309,9 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
         ("fx.rates", "2026-12-01/GBP", "non_positive_rate", "rate_to_usd -1.27 is not positive"),
         ("fx.rates", "2026-12-02/EUR", "missing_rate", "rate_to_usd 'null' is missing or not a number"),
         ("fx.rates", "someday/EUR", "missing_key", "date 'someday' or currency 'EUR' is missing or not valid"),
-        ("chargebacks.chargebacks", "abc", "missing_key", "transaction_id 'abc' is not an integer"),
+        # ids are text: 'abc' is an id, of no transaction; a blank one is missing
+        ("chargebacks.chargebacks", "abc", "unknown_transaction", "transaction_id abc is not a known transaction"),
+        ("chargebacks.chargebacks", " ", "missing_key", "transaction_id is missing"),
         ("chargebacks.chargebacks", "5", "unparseable_timestamp", "reported_at 'someday' is not a timestamp"),
         (
             "chargebacks.chargebacks",
@@ -410,8 +419,8 @@ def test_amounts_too_large_and_timestamps_after_the_load_are_quarantined_with_th
     }
     assert warehouse_copy.query(
         "select transaction_id from intermediate.int_transactions_cleaned "
-        "where transaction_id between 910001 and 910004"
-    ) == [(910004,)]
+        "where transaction_id in ('910001', '910002', '910003', '910004')"
+    ) == [("910004",)]
     rows = reconciliation(warehouse_copy)
     assert_every_row_accounted_for(rows)
     injected = rows[("app.transactions", app_load)]
@@ -458,7 +467,7 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
     }, tested.failures
 
     [null_cursor] = stored_failures(warehouse_copy, failed["not_null_int_transactions_validated_updated_at"])
-    assert null_cursor["transaction_id"] == 900101
+    assert null_cursor["transaction_id"] == "900101"
     assert stored_failures(warehouse_copy, failed[unknown_status_test]) == [{"value_field": "disputed", "n_records": 1}]
     [twin_rate] = stored_failures(warehouse_copy, failed["unique_combination_stg_fx__rates_rate_date__currency"])
     assert (twin_rate["currency"], twin_rate["duplicate_rows"]) == ("EUR", 2)

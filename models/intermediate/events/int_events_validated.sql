@@ -5,6 +5,7 @@
         incremental_strategy='merge' if target.type == 'bigquery' else 'delete+insert',
         unique_key='event_id',
         on_schema_change='append_new_columns',
+        pre_hook="{{ keys_as_text(['user_id']) }}",
     )
 }}
 -- one row per distinct event (the first delivery of its id) with the first validation rule it

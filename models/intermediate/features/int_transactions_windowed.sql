@@ -9,6 +9,7 @@
         partition_by={'field': 'transaction_date', 'data_type': 'date'} if target.type == 'bigquery' else none,
         cluster_by=['user_id'] if target.type == 'bigquery' else none,
         on_schema_change='append_new_columns',
+        pre_hook="{{ keys_as_text(['transaction_id', 'user_id']) }}",
     )
 }}
 -- one row per valid transaction: its point-in-time history windows (the expensive part of the
