@@ -136,7 +136,8 @@ def test_backfill_fails_fast_on_validation_and_resumes(replay: Replay) -> None:
     # the data error: one run, no retry, the failing test named, the quarantine counts, nothing exported
     assert "validation failed" in failure and FAILING_TEST in failure
     assert "1 failing row" in failure and "(transient)" not in failure
-    assert re.search(r"quarantined \(intermediate.*\n\s+app\.transactions\s+[\d,]+ of [\d,]+ raw rows: \w+ [\d,]+", failure)
+    quarantine = r"quarantined \(intermediate.*\n\s+app\.transactions\s+[\d,]+ of [\d,]+ raw rows: \w+ [\d,]+"
+    assert re.search(quarantine, failure)
     assert f"backfill stopped at {DAY2}" in failure and f"---- {DAY3}" not in failure
     assert "[export]" not in failure
     assert f"{DAY1}  done earlier" in failure and f"{DAY1}  done earlier" in resume
