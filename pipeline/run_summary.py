@@ -77,22 +77,30 @@ def quarantine_lines(tables: list[dict[str, object]], stale: bool = False) -> li
     return lines
 
 
-def warned_tests(node_results: list[dict[str, object]]) -> list[tuple[str, int]]:
-    """(test name, failing rows) of the tests that ended with status warn."""
-    return [
-        (test_name(node), int(node.get("failures") or 0))  # type: ignore[call-overload]
-        for node in node_results
-        if node["resource_type"] == "test" and node["status"] == "warn"
-    ]
+def warned_tests(
+    node_results: list[dict[str, object]], connection: duckdb.DuckDBPyConnection | None = None
+) -> list[list[object]]:
+    """[test name, failing rows, the first row it kept (or "")] of the tests that ended with status
+    warn; the kept row only with a connection and when the test's table exists."""
+    warned: list[list[object]] = []
+    for node in node_results:
+        if node["resource_type"] != "test" or node["status"] != "warn":
+            continue
+        kept = kept_relation(connection, node.get("relation_name")) if connection else None
+        rows = kept_rows(connection, *kept) if connection and kept else []
+        warned.append([test_name(node), int(node.get("failures") or 0), rows[0] if rows else ""])  # type: ignore[call-overload]
+    return warned
 
 
-def warned_lines(node_results: list[dict[str, object]]) -> list[str]:
-    warned = warned_tests(node_results)
+def warned_lines(warned: list[list[object]]) -> list[str]:
     if not warned:
         return []
-    return [f"  tests that warned ({len(warned)}):"] + [
-        f"    warn   {name}: {rows:,} failing row{'s' if rows != 1 else ''}" for name, rows in warned
-    ]
+    lines = [f"  tests that warned ({len(warned)}):"]
+    for name, rows, sample in warned:
+        lines.append(f"    warn   {name}: {rows:,} failing row{'s' if rows != 1 else ''}")
+        if sample:
+            lines.append(f"           {sample}")
+    return lines
 
 
 def test_name(node: dict[str, object]) -> str:

@@ -20,7 +20,7 @@ from pipeline.report import write_report
 from pipeline.retry import GaveUp, RetryPolicy
 from pipeline.run_journal import RunJournal, forget_runs, record_dead_runs, started_record
 from pipeline.run_log import RunRecord, ensure_schema, insert_run, utc_now, write_run
-from pipeline.run_summary import quarantine_lines, warned_lines
+from pipeline.run_summary import quarantine_lines, warned_lines, warned_tests
 from pipeline.stages import (
     RunOptions,
     StageFailed,
@@ -207,6 +207,8 @@ def stage_note(run: RunRecord, name: str) -> str:
         )
     if name == "export" and "version" in detail:
         return f"version {detail['version']}{' (reused)' if detail.get('reused') else ''}"
+    if stage.status == "skipped" and detail.get("reason"):
+        return first_line(str(detail["reason"]), 160)
     if name == "train" and "roc_auc" in detail:
         return f"validation ROC AUC {float(detail['roc_auc']):.3f}, PR AUC {float(detail['pr_auc']):.3f}"  # type: ignore[arg-type]
     return ""
@@ -226,7 +228,8 @@ def print_summary(run: RunRecord) -> None:
     if build:
         for line in quarantine_lines(build.detail.get("quarantine", []), bool(build.detail.get("quarantine_stale"))):  # type: ignore[arg-type]
             log(line)
-    for line in warned_lines(run.node_results):
+    warned = build.detail.get("warned_tests") if build else None
+    for line in warned_lines(warned if isinstance(warned, list) else warned_tests(run.node_results)):
         log(line)
     if run.dbt_invocation_id:
         log(

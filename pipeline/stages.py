@@ -30,7 +30,7 @@ from pipeline.published import published_path, refresh_published
 from pipeline.retry import LOCK_MESSAGE, GaveUp, RetryPolicy, TransientError, describe_lock, retrying
 from pipeline.run_journal import RunJournal, dbt_log_dir
 from pipeline.run_log import RunRecord, StageRecord, utc_now
-from pipeline.run_summary import failed_node_lines, quarantine_by_table
+from pipeline.run_summary import failed_node_lines, quarantine_by_table, warned_tests
 from pipeline.warehouse import WarehouseLocked, connect, relation_exists
 
 if TYPE_CHECKING:
@@ -237,12 +237,15 @@ def validation_message(summary: DbtSummary, options: RunOptions, policy: RetryPo
 
 
 def record_quarantine(stage: StageRecord, summary: DbtSummary, options: RunOptions, policy: RetryPolicy) -> None:
-    """The quarantine per source table after a build (passed or failed), for the run summary; when
-    this build did not rebuild it (a failure upstream), the summary says it is an earlier build's."""
+    """The quarantine per source table after a build (passed or failed) and the tests that warned
+    with a row each kept, for the run summary; when this build did not rebuild the quarantine (a
+    failure upstream), the summary says it is an earlier build's."""
     if not options.on_duckdb:
+        stage.detail["warned_tests"] = warned_tests(summary.node_results)
         return
     with connect(duckdb_path(), read_only=True, policy=policy) as connection:
         stage.detail["quarantine"] = quarantine_by_table(connection)
+        stage.detail["warned_tests"] = warned_tests(summary.node_results, connection)
     rebuilt = any(
         str(node["unique_id"]).endswith(".int_quarantined_rows") and node["status"] == "success"
         for node in summary.node_results

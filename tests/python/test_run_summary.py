@@ -72,6 +72,9 @@ def test_a_successful_run_lists_the_quarantine_and_the_tests_that_warned_and_ale
         f"and unique_id like '%.{warned}.%' order by run_id desc limit 1"
     )
     assert f"    warn   {warned}: {failures:,} failing row" in summary
+    # with the row the test kept, which says what it measured
+    kept = summary.split(f"    warn   {warned}: ")[1].splitlines()[1]
+    assert kept.strip().startswith("null_rows=") and "null_rate=" in kept, kept
     assert f"ALERT [warned_test] dbt test {warned} warned: {failures:,} failing row" in output
     with duckdb.connect(str(warehouse_copy.duckdb_path), read_only=True) as connection:
         [(status,)] = connection.execute(
