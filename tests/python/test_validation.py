@@ -346,7 +346,7 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
     # (raw app tables keep every version a key had, so the first load has duplicates of its own)
     assert first_load["duplicates_counted_by_staging"] == first_load["duplicates_removed"] + 1
     assert rows[("fx.rates", fx_load)]["quarantined_rows"] == 4
-    assert rows[("chargebacks.chargebacks", chargebacks_load)]["quarantined_rows"] == 3
+    assert rows[("chargebacks.chargebacks", chargebacks_load)]["quarantined_rows"] == 4
 
     # warnings, not failures: each names its rule, and its stored rows name the offending records
     warned = {name: node for name, node in results_by_name(build).items() if node["status"] == "warn"}
@@ -447,7 +447,8 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
             "insert into raw_fx.rates select date, currency, rate_to_usd * 2, _dlt_load_id, _dlt_id || '-twin' "
             "from raw_fx.rates where currency = 'EUR' order by date limit 1"
         )
-        # most ages missing: the median imputer would fill in most of the feature
+        # most ages missing: the median imputer fills in most of the feature, by design (a data set
+        # may have no ages at all): a warning with the offending numbers, not a failure
         connection.execute("update raw_app.users set age = null where user_id % 10 < 6")
 
     dbt_vars = {"run_date": RUN_DATE}
@@ -463,7 +464,6 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
         unknown_status_test,
         "unique_combination_stg_fx__rates_rate_date__currency",
         "unique_combination_int_fx_rates_ranged_currency__valid_from_date",
-        "null_rate_below_int_users_cleaned_age__0_5",
     }, tested.failures
 
     [null_cursor] = stored_failures(warehouse_copy, failed["not_null_int_transactions_validated_updated_at"])
@@ -471,11 +471,11 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
     assert stored_failures(warehouse_copy, failed[unknown_status_test]) == [{"value_field": "disputed", "n_records": 1}]
     [twin_rate] = stored_failures(warehouse_copy, failed["unique_combination_stg_fx__rates_rate_date__currency"])
     assert (twin_rate["currency"], twin_rate["duplicate_rows"]) == ("EUR", 2)
-    [ages] = stored_failures(warehouse_copy, failed["null_rate_below_int_users_cleaned_age__0_5"])
+    [ages] = stored_failures(warehouse_copy, results_by_name(tested)["null_rate_below_int_users_cleaned_age__0_5"])
     assert ages["failure_message"].startswith("null_rate_below: age is null in ")
     assert ages["failure_message"].endswith("above the allowed 50.0%") and ages["null_rate"] > 0.5
     assert results_by_name(tested)["null_rate_below_int_users_cleaned_age__0_1"]["status"] == "warn"
-    assert any("null_rate_below_int_users_cleaned_age__0_5" in line for line in tested.failures)
+    assert results_by_name(tested)["null_rate_below_int_users_cleaned_age__0_5"]["status"] == "warn"
 
     # a rejected row lost on its way to the quarantine (a bug, simulated): the reconciliation fails
     with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
