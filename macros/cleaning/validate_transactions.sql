@@ -61,9 +61,12 @@
                 transactions.*,
                 users.user_id is not null as has_known_user,
                 currencies.currency is not null as is_known_currency,
-                -- the reporting currency converts at 1 and needs no rate row (rate_date stays null)
+                -- the reporting currency converts at 1 and needs no rate row (rate_date stays null);
+                -- like a rate, only on a date
                 case
-                    when transactions.currency = '{{ var("reporting_currency") | trim | upper }}'
+                    when
+                        transactions.currency = '{{ var("reporting_currency") | trim | upper }}'
+                        and transactions.created_at is not null
                         then cast(1 as {{ type_double() }})
                     else rates.rate_to_usd
                 end as rate_to_usd,
