@@ -9,7 +9,7 @@ DEMO_DIR := data/demo
 .DEFAULT_GOAL := help
 BENCH_SCALES ?= 100000,1000000,10000000
 BENCH_MEMORY_LIMIT ?= 2GB
-.PHONY: help setup demo-data run test lint build bench docs docs-serve clean
+.PHONY: help setup demo-data run test lint build bench docs docs-serve clean example
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,15 @@ test: setup ## every test: ruff, pytest (real dlt + dbt runs at a small scale), 
 lint: setup ## sqlfluff on the dbt models, macros, tests and snapshots
 	@mkdir -p "$(dir $(WAREHOUSE))"  # sqlfluff's dbt templater opens the warehouse; DuckDB creates the file, not its folder
 	$(BIN)/sqlfluff lint models tests
+
+# the bring-your-own-data walk-through: a real public data set through the documented settings only
+EXAMPLE_DIR ?= data/cdnow
+example: setup ## the public CDNOW purchase history (1997-98) as your own data: app database only, text ids, USD, no events/chargebacks/FX
+	$(BIN)/python -m examples.cdnow.to_contract --out $(EXAMPLE_DIR)/app.sqlite
+	ML_FEATURES_DATA_DIR=$(EXAMPLE_DIR) DBT_TARGET_PATH=$(EXAMPLE_DIR)/target \
+	SOURCES__APP_DATABASE__DEMO=false SOURCES__APP_DATABASE__CREDENTIALS=sqlite:///$(abspath $(EXAMPLE_DIR))/app.sqlite \
+	SOURCES__EVENT_STREAM__ENABLED=false SOURCES__BUCKET_FILES__ENABLED=false SOURCES__FX_API__ENABLED=false \
+	$(BIN)/pipeline run --date 1998-06-30
 
 build: setup ## dbt build on the current warehouse
 	$(BIN)/dbt build
