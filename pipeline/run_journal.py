@@ -24,6 +24,7 @@ from pathlib import Path
 
 import duckdb
 
+from extract.files import REJECTED_FILES_TABLE
 from extract.load import SOURCES, data_dir
 from pipeline.dbt_log import DbtLog, read_dbt_log
 from pipeline.monitoring import load_time
@@ -157,7 +158,7 @@ def rows_of_load(connection: duckdb.DuckDBPyConnection, dataset: str, load_id: s
     """(table, rows) a dlt load put in each table of its dataset."""
     rows = []
     for table in tables_in(connection, dataset):
-        if not table.startswith("_dlt"):
+        if not table.startswith("_dlt") and table != REJECTED_FILES_TABLE:
             [(count,)] = connection.execute(
                 f"select count(*) from {dataset}.{table} where _dlt_load_id = ?", [load_id]
             ).fetchall()

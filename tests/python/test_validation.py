@@ -302,7 +302,7 @@ def test_every_rejected_row_is_quarantined_with_its_rule_and_reason(warehouse_co
         ("app.transactions", "900005", "unknown_currency", "currency 'ZZZ' is not a known currency"),
         ("app.transactions", "900006", "missing_fx_rate", "no EUR rate on or before 2020-01-01"),
         ("app.transactions", None, "missing_key", "transaction_id is missing"),
-        ("app.users", None, "missing_key", "user_id is missing or not an integer"),
+        ("app.users", None, "missing_key", "user_id is missing"),
         ("events.events", "evt_injected_1", "unknown_user", f"user_id {UNKNOWN_ID} is not a known user"),
         ("events.events", "evt_injected_2", "unparseable_timestamp", "occurred_at is missing or not a timestamp"),
         ("fx.rates", "2026-12-01/EUR", "non_positive_rate", "rate_to_usd 0.0 is not positive"),
@@ -438,7 +438,7 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
             "raw_app.transactions",
             add_load(connection, "raw_app", 60),
             [
-                transaction(900101, updated_at=None),  # the merge cursor and dedup order: never null
+                transaction(900101, updated_at=None),  # loaded by the app source: kept, and a warning
                 transaction(900102, status="disputed"),  # a status the pipeline does not know
             ],
         )
@@ -460,13 +460,14 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
     failed = failed_by_name(tested)
     unknown_status_test = "accepted_values_int_transactions_cleaned_status__pending__completed__failed__refunded"
     assert set(failed) == {
-        "not_null_int_transactions_validated_updated_at",
         unknown_status_test,
         "unique_combination_stg_fx__rates_rate_date__currency",
         "unique_combination_int_fx_rates_ranged_currency__valid_from_date",
     }, tested.failures
 
-    [null_cursor] = stored_failures(warehouse_copy, failed["not_null_int_transactions_validated_updated_at"])
+    null_cursor_test = results_by_name(tested)["not_null_int_transactions_validated_updated_at"]
+    assert null_cursor_test["status"] == "warn"
+    [null_cursor] = stored_failures(warehouse_copy, null_cursor_test)
     assert null_cursor["transaction_id"] == "900101"
     assert stored_failures(warehouse_copy, failed[unknown_status_test]) == [{"value_field": "disputed", "n_records": 1}]
     [twin_rate] = stored_failures(warehouse_copy, failed["unique_combination_stg_fx__rates_rate_date__currency"])

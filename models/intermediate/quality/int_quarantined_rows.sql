@@ -83,7 +83,7 @@ unioned as (
         'app.users' as source_table,
         cast(null as {{ dbt.type_string() }}) as record_key,
         'missing_key' as rejection_rule,
-        'user_id is missing or not an integer' as rejection_reason,
+        'user_id is missing' as rejection_reason,
         source_load_id,
         source_row_id,
         'name=' || coalesce(raw_name, 'null') || '; email=' || coalesce(raw_email, 'null') as raw_values
