@@ -78,7 +78,15 @@
                 where user_id is not null
             ) as users
                 on transactions.user_id = users.user_id
-            left join {{ ref('currencies') }} as currencies
+            -- known: the reference list, any currency the FX source serves, and the reporting currency
+            -- (no hidden limit: a currency with rates is known without editing the seed)
+            left join (
+                select currency from {{ ref('currencies') }}
+                union distinct
+                select currency from {{ ref('int_fx_rates_ranged') }}
+                union distinct
+                select '{{ var("reporting_currency") | trim | upper }}' as currency
+            ) as currencies
                 on transactions.currency = currencies.currency
             left join {{ ref('int_fx_rates_ranged') }} as rates
                 on

@@ -12,7 +12,8 @@
 -- fails (null when valid), a readable reason, and its amount converted to US dollars at the latest
 -- rate on or before its date; the rules: macros/cleaning/validate_transactions.sql.
 -- Incremental by dlt load: a run decides again only the ids of loads newer than the newest it holds,
--- the transactions quarantined for an unknown user or a missing rate (either may have arrived since),
+-- the transactions quarantined for an unknown user, an unknown currency or a missing rate (a user, or
+-- a currency's rates, may have arrived since),
 -- and those dated on or after a rate of a newer FX load than any rate it used: the same rows as a
 -- full build, from one day's rows (macros/cleaning/deduplicate.sql).
 -- depends_on: {{ ref('stg_fx__rates') }} (read only by an incremental run)
@@ -21,7 +22,7 @@
 {%- set has_rate_loads = is_incremental() and (not flags.INTROSPECT
     or 'rate_source_load_id' in adapter.get_columns_in_relation(this) | map(attribute='name') | list) %}
 {%- set recheck -%}
-    rejection_rule in ('unknown_user', 'missing_fx_rate')
+    rejection_rule in ('unknown_user', 'unknown_currency', 'missing_fx_rate')
     or cast(created_at as date) >= (
         select min(rates.rate_date) from {{ ref('stg_fx__rates') }} as rates
         where rates.source_load_id > (
