@@ -75,7 +75,7 @@ def declared_arrow_type(declared: sa.types.TypeEngine) -> pa.DataType | None:
     """The Arrow type ConnectorX gives a SQLite column of this declared type (None: not known)."""
     if isinstance(declared, sa.Integer):
         return pa.int64()
-    if isinstance(declared, sa.Float):
+    if isinstance(declared, sa.Float | sa.Numeric):
         return pa.float64()
     if isinstance(declared, sa.String):
         return pa.string()

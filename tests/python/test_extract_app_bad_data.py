@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import dlt
@@ -311,6 +312,24 @@ def test_values_the_backend_cannot_convert_are_kept_as_text(
     assert space.query("select amount from raw_app.transactions where transaction_id = 9") == [("X'0001'",)]
     assert space.query("select name from raw_app.users where user_id = 3") == [("Jo\\xe9",)]
     assert space.query("select count(*) from raw_app.users") == [(3,)]
+
+
+def test_text_in_a_numeric_column_is_kept_as_text(
+    space: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`amount NUMERIC` holding 'N/A' (SQLite keeps text it cannot read as a number): the load failed
+    whole with DuckDB's `Could not convert string "N/A" to DECIMAL(38,9)`. Now the other rows load
+    with their amounts, and 'N/A' is kept in amount__v_text for staging to quarantine."""
+    ddl = TRANSACTIONS_DDL.replace("amount TEXT", "amount NUMERIC")
+    rows = [(1, 1, 12.5, "USD", "completed", "mobile", f"{DAY} 12:00:00", f"{DAY} 12:00:00")]
+    rows.append((2, 1, "N/A", "USD", "completed", "mobile", f"{DAY} 12:00:00", f"{DAY} 12:01:00"))
+    point_app_at(monkeypatch, make_app(tmp_path / "app.sqlite", rows, ddl))
+    load = load_source("app")
+    assert load.rows["transactions"] == 2
+    assert sorted(space.query("select transaction_id, amount, amount__v_text from raw_app.transactions")) == [
+        (1, Decimal("12.5"), None),
+        (2, None, "N/A"),
+    ]
 
 
 def test_a_table_mostly_ahead_of_the_clock_fails_naming_the_setting(
