@@ -119,6 +119,10 @@ def make_destination(name: str) -> object:
     raise ExtractError(f"unknown destination {name!r}: use duckdb or bigquery")
 
 
+# where each source's demo data is, under demo_dir()
+DEMO_FILES = {"app": "app.sqlite", "events": "events", "fx": "fx_rates.parquet", "chargebacks": "bucket/chargebacks"}
+
+
 def demo_dir() -> Path:
     """The demo sources written by `python -m demo.generate`: `<data dir>/demo`."""
     return data_dir() / "demo"
@@ -130,8 +134,9 @@ def uses_demo(name: str) -> bool:
     return value is None or str(value).lower() in ("true", "1", "yes")
 
 
-def require_demo_file(name: str, path: Path) -> Path:
-    """The absolute path of a demo file; ExtractError when the demo was not generated."""
+def require_demo_file(name: str) -> Path:
+    """The absolute path of a source's demo data; ExtractError when the demo was not generated."""
+    path = demo_dir() / DEMO_FILES[name]
     if not path.exists():
         raise ExtractError(f"{name}: demo data {path} is missing: run `python -m demo.generate --out {demo_dir()}`")
     return path.resolve()
@@ -146,16 +151,14 @@ def source_arguments(name: str) -> Iterator[dict[str, str]]:
     if not uses_demo(name):
         yield {}
     elif name == "app":
-        yield {"credentials": f"sqlite:///{require_demo_file(name, demo_dir() / 'app.sqlite')}"}
-    elif name == "events":
-        yield {"bucket_url": str(require_demo_file(name, demo_dir() / "events"))}
-    elif name == "chargebacks":
-        yield {"bucket_url": str(require_demo_file(name, demo_dir() / "bucket" / "chargebacks"))}
+        yield {"credentials": f"sqlite:///{require_demo_file(name)}"}
+    elif name in ("events", "chargebacks"):
+        yield {"bucket_url": str(require_demo_file(name))}
     else:
         from demo.fx_api_server import FxApiServer
 
         token = secrets.token_urlsafe(16)
-        rates = require_demo_file(name, demo_dir() / "fx_rates.parquet")
+        rates = require_demo_file(name)
         with FxApiServer(rates, token=token) as server:
             yield {"base_url": server.start(), "token": token}
 

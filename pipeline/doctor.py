@@ -28,18 +28,12 @@ from extract.contract import is_enabled
 from extract.errors import CONFIG_SECTIONS, env_name, setting
 from extract.files import SourceSettingError, local_path, require_bucket
 from extract.fx_api import RATES_PATH
-from extract.load import demo_dir, uses_demo
+from extract.load import DEMO_FILES, demo_dir, uses_demo
 from pipeline.console import first_line, log
 from pipeline.dbt_runner import PROJECT_DIR
 
 SAMPLE_ROWS = 1000
 FX_PAGES = 5  # pages of the FX API read to learn which currencies it serves
-DEMO_FILES = {
-    "app": "app.sqlite",
-    "events": "events",
-    "fx": "fx_rates.parquet",
-    "chargebacks": "bucket/chargebacks",
-}
 EXIT_OK, EXIT_PROBLEM = 0, 1
 
 
