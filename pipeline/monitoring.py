@@ -313,12 +313,14 @@ def model_row_counts(
     return result
 
 
-def quarantine_counts(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
-    """Rejected rows by source table and rule."""
+def quarantine_counts(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int, str]]:
+    """Rejected rows by source table and rule, with one sample reason of each; [] when the quarantine
+    was never built."""
     if not relation_exists(connection, "intermediate", "int_quarantined_rows"):
         return []
     return connection.sql(
-        "select source_table, rejection_rule, count(*) from intermediate.int_quarantined_rows group by all order by all"
+        "select source_table, rejection_rule, count(*), min(rejection_reason) "
+        "from intermediate.int_quarantined_rows group by all order by all"
     ).fetchall()
 
 

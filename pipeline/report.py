@@ -333,8 +333,8 @@ def render(connection: duckdb.DuckDBPyConnection, now: dt.datetime) -> str:
             "Quarantined rows, by source table and rule",
             svg.horizontal_bars(
                 "Rows rejected with a reason (intermediate.int_quarantined_rows)",
-                [f"{table} · {rule}" for table, rule, _ in quarantined],
-                [float(count) for _, _, count in quarantined],
+                [f"{table} · {rule}" for table, rule, _, _ in quarantined],
+                [float(count) for _, _, count, _ in quarantined],
             ),
         ),
         ("Source freshness (time since dlt last loaded rows)", freshness_table(freshness)),

@@ -9,6 +9,7 @@ Read from the warehouse right after `dbt build`, whether it passed or failed:
 import duckdb
 
 from pipeline.console import plain
+from pipeline.monitoring import quarantine_counts
 from pipeline.warehouse import relation_exists
 
 MAX_RULES = 3
@@ -30,16 +31,8 @@ def raw_rows(connection: duckdb.DuckDBPyConnection, source_table: str) -> int | 
 def quarantine_by_table(connection: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
     """Per source table with quarantined rows: the count, the raw rows, the top rules with their
     counts and one sample reason of the top rule; [] when the quarantine was never built."""
-    if not relation_exists(connection, "intermediate", "int_quarantined_rows"):
-        return []
-    rows = connection.sql(
-        """
-        select source_table, rejection_rule, count(*) as quarantined, min(rejection_reason) as sample_reason
-        from intermediate.int_quarantined_rows
-        group by all
-        order by source_table, quarantined desc, rejection_rule
-        """
-    ).fetchall()
+    # each table's rules, the most frequent first
+    rows = sorted(quarantine_counts(connection), key=lambda row: (row[0], -row[2], row[1]))
     tables: dict[str, dict[str, object]] = {}
     for source_table, rule, count, reason in rows:
         entry = tables.setdefault(
