@@ -3,7 +3,7 @@
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +56,25 @@ def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wareho
         yield Warehouse(data_dir, data_dir / "warehouse.duckdb", loads, build)
 
 
-def table_hash(duckdb_path: Path, relation: str) -> tuple[int, str]:
-    """Row count and an order-independent sha256 of a relation's rows."""
+def table_hash(
+    duckdb_path: Path | str, relation: str, leave_out: Callable[[str], bool] | None = None
+) -> tuple[int, str]:
+    """Row count and an order-independent sha256 of a relation's rows (a table or a subquery); with
+    `leave_out`, a table's columns for which `leave_out(name)` is true are left out (e.g. those naming
+    the load or the build rather than the data)."""
     with duckdb.connect(str(duckdb_path), read_only=True) as connection:
+        if leave_out is not None:
+            schema, table = relation.split(".")
+            kept = [
+                f'"{name}"'
+                for (name,) in connection.execute(
+                    "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
+                    "order by ordinal_position",
+                    [schema, table],
+                ).fetchall()
+                if not leave_out(name)
+            ]
+            relation = f"(select {', '.join(kept)} from {relation})"
         [(rows, digest)] = connection.sql(
             "select count(*), sha256(coalesce(string_agg(md5(cast(r as varchar)), ',' "
             f"order by md5(cast(r as varchar))), '')) from {relation} as r"

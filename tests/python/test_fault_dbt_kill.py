@@ -17,9 +17,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
-from conftest import Warehouse, demo_environment
+from conftest import Warehouse, demo_environment, table_hash
 
 from pipeline.dbt_runner import PROJECT_DIR, dbt_command, dbt_environment, run_dbt
 
@@ -44,25 +43,7 @@ KILLS = (
 
 def gold(duckdb_path: Path, schema: str = "marts") -> dict[str, tuple[int, str]]:
     """Row count and order-independent hash of each gold table of `schema`, build columns left out."""
-    hashes = {}
-    with duckdb.connect(str(duckdb_path), read_only=True) as connection:
-        for table in GOLD:
-            columns = [
-                f'"{name}"'
-                for (name,) in connection.execute(
-                    "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
-                    "order by ordinal_position",
-                    [schema, table],
-                ).fetchall()
-                if name not in BUILD_COLUMNS
-            ]
-            [(rows, digest)] = connection.sql(
-                "select count(*), sha256(coalesce(string_agg(md5(cast(r as varchar)), ',' "
-                f"order by md5(cast(r as varchar))), '')) from (select {', '.join(columns)} from {schema}.{table}) as r"
-            ).fetchall()
-            hashes[table] = (rows, digest)
-    return hashes
-
+    return {table: table_hash(duckdb_path, f"{schema}.{table}", BUILD_COLUMNS.__contains__) for table in GOLD}
 
 def kill_build_at(line_pattern: str, delay: float) -> bool:
     """Run `dbt build` and SIGKILL it `delay` seconds after it printed a line matching `line_pattern`;

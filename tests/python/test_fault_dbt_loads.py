@@ -13,9 +13,8 @@ import shutil
 from datetime import date
 from pathlib import Path
 
-import duckdb
 import pytest
-from conftest import TEST_SCALE, TEST_SEED
+from conftest import TEST_SCALE, TEST_SEED, table_hash
 from extract_support import JOB_COMMITTED, Milestone, Workspace, start_cli_at, use, workspace
 
 from demo.generate import generate
@@ -30,25 +29,10 @@ FIRST_DAY, NEXT_DAY = date(2026, 4, 1), date(2026, 4, 20)
 def gold_hashes(space: Workspace, schema: str = "marts") -> dict[str, tuple[int, str]]:
     """Row count and order-independent hash of each gold table, without the dlt load ids (which name
     the load, not the data: two workspaces load the same rows under different ids)."""
-    hashes = {}
-    with duckdb.connect(str(space.duckdb_path), read_only=True) as connection:
-        for table in GOLD:
-            columns = [
-                f'"{name}"'
-                for (name,) in connection.execute(
-                    "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
-                    "and column_name not like '%load_id' order by ordinal_position",
-                    [schema, table],
-                ).fetchall()
-            ]
-            [(rows, digest)] = connection.sql(
-                "select count(*), sha256(coalesce(string_agg(md5(cast(r as varchar)), ',' "
-                "order by md5(cast(r as varchar))), '')) "
-                f"from (select {', '.join(columns)} from {schema}.{table}) as r"
-            ).fetchall()
-            hashes[table] = (rows, digest)
-    return hashes
-
+    return {
+        table: table_hash(space.duckdb_path, f"{schema}.{table}", lambda column: column.endswith("load_id"))
+        for table in GOLD
+    }
 
 def build(next_day: date) -> None:
     result = run_dbt(BUILD, dbt_vars={"run_date": next_day.isoformat()}, quiet=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import REPO_ROOT, demo_environment
+from conftest import REPO_ROOT, demo_environment, table_hash
 
 from demo.generate import generate
 
@@ -203,16 +203,7 @@ def loads_of(data_dir: Path, run_id: str) -> set[str]:
 def gold_tables(path: Path) -> dict[str, tuple[int, str]]:
     """Row count and an order-independent hash of each published gold table in the published file,
     without the lineage columns that name a run's own loads and invocation."""
-    hashed = {}
-    with duckdb.connect(str(path), read_only=True) as connection:
-        for name in GOLD:
-            columns = [column for (column, *_) in connection.sql(f"describe marts.{name}").fetchall()]
-            kept = ", ".join(column for column in columns if column not in LINEAGE)
-            hashed[name] = connection.sql(
-                f"select count(*), coalesce(sum(hash(r)), 0) from (select {kept} from marts.{name}) as r"
-            ).fetchone()
-    return hashed
-
+    return {name: table_hash(path, f"marts.{name}", LINEAGE.__contains__) for name in GOLD}
 
 @contextmanager
 def readers(data_dir: Path) -> Iterator[tuple[subprocess.Popen, subprocess.Popen]]:

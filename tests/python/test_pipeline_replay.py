@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import REPO_ROOT, TEST_SCALE, TEST_SEED, demo_environment, new_app_load
+from conftest import REPO_ROOT, TEST_SCALE, TEST_SEED, demo_environment, new_app_load, table_hash
 
 from demo.generate import generate
 from pipeline.cli import main
@@ -78,27 +78,7 @@ def pipeline(*args: str) -> tuple[int, str]:
 
 def gold_hashes(path: str, relations: list[str]) -> dict[str, tuple[int, str]]:
     """Row count and order-independent hash of each relation, without the columns naming the build."""
-    hashes = {}
-    with duckdb.connect(path, read_only=True) as connection:
-        for relation in relations:
-            schema, table = relation.split(".")
-            columns = [
-                name
-                for (name,) in connection.execute(
-                    "select column_name from information_schema.columns where table_schema = ? and table_name = ? "
-                    "order by ordinal_position",
-                    [schema, table],
-                ).fetchall()
-                if name not in BUILD_COLUMNS
-            ]
-            select = ", ".join(f'"{name}"' for name in columns)
-            [(rows, digest)] = connection.sql(
-                f"select count(*), sha256(coalesce(string_agg(md5(cast(r as varchar)), ',' "
-                f"order by md5(cast(r as varchar))), '')) from (select {select} from {relation}) as r"
-            ).fetchall()
-            hashes[relation] = (rows, digest)
-    return hashes
-
+    return {relation: table_hash(path, relation, BUILD_COLUMNS.__contains__) for relation in relations}
 
 def load_new_version(connection: duckdb.DuckDBPyConnection, row_id: str, status: str) -> None:
     """What dlt's merge does when the app changes a transaction's status: the raw row is replaced by
