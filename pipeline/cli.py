@@ -56,7 +56,21 @@ def run_options(args: argparse.Namespace, command: str) -> RunOptions:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    return execute_run(run_options(args, "run")).exit_code
+    from orchestration.run import RunOptions as DayOptions
+    from orchestration.run import run_day, utc_today
+
+    return run_day(
+        DayOptions(
+            day=args.date or utc_today(),
+            target=args.target,
+            sources=args.sources,
+            skip_extract=args.skip_extract,
+            skip_build=args.skip_build,
+            skip_export=args.skip_export,
+            skip_train=args.skip_train,
+            full_refresh=args.full_refresh,
+        )
+    )
 
 
 def backfill_command(args: argparse.Namespace) -> int:

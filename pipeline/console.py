@@ -2,12 +2,16 @@
 
 import datetime as dt
 import re
+import sys
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# the terminal the process started with: `pipeline run` sends the tools' own output (dbt's log
+# lines, which dagster-dbt echoes) to a file, and its progress lines still reach the terminal
+TERMINAL = sys.stdout
 
 
 def log(message: str) -> None:
-    print(message, flush=True)
+    print(message, file=TERMINAL, flush=True)
 
 
 def plain(text: str) -> str:

@@ -109,6 +109,16 @@ def last_successful_build(
     return (rows[0][0], rows[0][1]) if rows else None
 
 
+def last_publish_time(connection: duckdb.DuckDBPyConnection) -> dt.datetime | None:
+    """When dbt last published gold (a build whose tests all passed: macros/publish.sql), None before that."""
+    if not relation_exists(connection, "monitoring", "publish_log"):
+        return None
+    [(logged_at,)] = connection.sql(
+        "select max(logged_at) from monitoring.publish_log where status = 'published'"
+    ).fetchall()
+    return logged_at
+
+
 def completed_loads(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None = None) -> dict[str, list[str]]:
     """Completed dlt load ids per source, only those finished after `since` when given."""
     loads: dict[str, list[str]] = {}

@@ -20,6 +20,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import duckdb
 import joblib
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from extract.load import data_dir
+from pipeline.published import published_path
+from pipeline.warehouse import relation_exists
 
 LABEL = "is_fraud"
 NUMERIC_FEATURES = [
@@ -195,3 +198,33 @@ def train(manifest_path: Path | None = None, models_root: Path | None = None) ->
     )
     (output_dir / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def skip_reason(error: NothingToLearn) -> str:
+    """Why there is nothing to learn: no transaction at all in the published gold (every row
+    quarantined, or none loaded: then no label could ever mature, whatever the day), else `error`."""
+    path = published_path()
+    if path.exists():
+        with duckdb.connect(str(path), read_only=True) as connection:
+            if relation_exists(connection, "marts", "fct_transaction_features"):
+                [(rows,)] = connection.sql("select count(*) from marts.fct_transaction_features").fetchall()
+                if not rows:
+                    return (
+                        "no transactions: marts.fct_transaction_features is empty (every transaction was "
+                        "quarantined, or none was loaded: see the quarantine in the summary)"
+                    )
+    return str(error)
+
+
+def training_line(training: TrainingResult) -> str:
+    return (
+        f"[train] validation ROC AUC {training.roc_auc:.3f} (constant baseline {training.baseline_roc_auc:.3f}), "
+        f"PR AUC {training.pr_auc:.3f} (baseline {training.baseline_pr_auc:.3f}) "
+        f"on {training.validation_rows:,} rows; model {training.model_path}"
+        + (
+            f" (fitted on {training.fitted_rows:,} of {training.train_rows:,} train rows: every fraud, "
+            f"{training.negative_sample_rate:.1%} of the rest, weighted)"
+            if training.fitted_rows < training.train_rows
+            else ""
+        )
+    )

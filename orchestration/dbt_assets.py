@@ -1,0 +1,137 @@
+"""Validate, transform, features: every dbt model, seed and snapshot as an asset and every dbt
+test as an asset check, built by one `dbt build` per partition (day).
+
+The day reaches dbt the way it always has: as environment variables (ML_FEATURES_RUN_DATE, and
+the range of days the new loads can change), which dbt reads when it compiles SQL, so a new day
+needs no parsing (pipeline/dbt_runner.py RUN_SETTINGS).
+
+A dbt test that fails is a data error: the step fails at once with the failing tests, their
+causes and rows, and is not retried; gold is not published (write-audit-publish,
+macros/publish.sql). A locked warehouse is transient and retried.
+"""
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster import AssetCheckResult, AssetExecutionContext, AssetMaterialization, Config, Output
+from dagster_dbt import DbtCliResource, dbt_assets
+
+from extract.load import duckdb_path
+from orchestration.dbt_project import Translator, manifest_path
+from orchestration.failures import RETRY, fail_fast
+from orchestration.partitions import ONE_DAY_PER_RUN, daily, day_of
+from orchestration.settings import on_duckdb
+from pipeline.console import first_line, log, seconds
+from pipeline.dbt_runner import RUN_SETTINGS, DbtSummary, summarise
+from pipeline.monitoring import first_days, last_publish_time
+from pipeline.published import published_path, refresh_published
+from pipeline.retry import LOCK_MESSAGE, describe_lock
+from pipeline.run_summary import failed_node_lines
+from pipeline.warehouse import connect
+
+PROGRESS_EVERY = 5.0
+
+
+class BuildConfig(Config):
+    full_refresh: bool = False
+
+
+def run_settings(day: dt.date, full_refresh: bool) -> dict[str, str]:
+    """run_date, and the range of days to (re)build: from the earliest day the loads finished since
+    the last publish can change (late rows, updates of what the features read:
+    monitoring.APP_AFFECTED_DAYS) to the day itself; its data tests check from the earliest day any
+    of those rows lands on (tested_from_date), so a status change is tested too."""
+    settings = {"run_date": day.isoformat()}
+    if full_refresh or not on_duckdb():
+        return settings
+    with connect(duckdb_path(), read_only=True) as connection:
+        days = first_days(connection, last_publish_time(connection))
+    from_date = min(days.affected or day, day)
+    tested_from_date = min(days.loaded or from_date, from_date)
+    return settings | {
+        "from_date": from_date.isoformat(),
+        "to_date": day.isoformat(),
+        "tested_from_date": tested_from_date.isoformat(),
+    }
+
+
+@contextmanager
+def environment(settings: dict[str, str]) -> Iterator[None]:
+    """The run settings as ML_FEATURES_<NAME> while dbt runs (and none left from the calling shell)."""
+    names = [f"ML_FEATURES_{name.upper()}" for name in RUN_SETTINGS]
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    os.environ.update({f"ML_FEATURES_{name.upper()}": value for name, value in settings.items()})
+    try:
+        yield
+    finally:
+        for name in names:
+            os.environ.pop(name, None)
+        os.environ.update(saved)
+
+
+def failure_message(summary: DbtSummary) -> str:
+    """Which tests (or models) failed, each with its cause and, for a failing test, a few of the rows it kept."""
+    failed = summary.failed_nodes()
+    tests = sum(1 for node in failed if node["resource_type"] == "test")
+    lines = [
+        f"validation failed: {tests} dbt test(s) and {len(failed) - tests} other node(s) failed; "
+        f"{summary.count('model', 'skipped')} models downstream of them were skipped; gold was not published",
+    ]
+    if on_duckdb():
+        with connect(duckdb_path(), read_only=True) as connection:
+            lines += failed_node_lines(failed, connection)
+    else:
+        lines += failed_node_lines(failed, None)
+    return "\n".join(lines)
+
+
+def publish_file() -> None:
+    """Copy the gold dbt just published into the file readers use (pipeline/published.py)."""
+    publication = refresh_published(duckdb_path())
+    if publication:
+        log(
+            f"[build] published gold of invocation {publication.invocation_id} to {published_path()} "
+            f"({', '.join(f'{name} {rows:,}' for name, rows in publication.tables.items())}; "
+            f"{seconds(publication.seconds)})"
+        )
+
+
+@dbt_assets(
+    manifest=manifest_path(),
+    dagster_dbt_translator=Translator(),
+    partitions_def=daily,
+    backfill_policy=ONE_DAY_PER_RUN,
+    retry_policy=RETRY,
+)
+def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: BuildConfig) -> Iterator[object]:
+    settings = run_settings(day_of(context.partition_key), config.full_refresh)
+    days = f" for {settings['from_date']} .. {settings['to_date']}" if "from_date" in settings else ""
+    log(f"[build] dbt build{days} (run_date {settings['run_date']})")
+    args = ["build", "--exclude-resource-type", "unit_test", *(["--full-refresh"] if config.full_refresh else [])]
+    started = last = time.perf_counter()
+    done = 0
+    with environment(settings):
+        invocation = dbt.cli(args, context=context, raise_on_error=False)
+        for event in invocation.stream():
+            done += 1
+            if isinstance(event, AssetCheckResult) and not event.passed:
+                log(f"[build] {event.severity.value} {event.asset_key.to_user_string()}: {event.check_name}")
+            now = time.perf_counter()
+            if now - last >= PROGRESS_EVERY and isinstance(event, Output | AssetMaterialization | AssetCheckResult):
+                log(f"[build] {done} models and tests done ({seconds(now - started)})")
+                last = now
+            yield event
+    summary = DbtSummary(success=invocation.is_successful())
+    summarise(invocation.get_artifact("run_results.json"), summary)
+    if not summary.success:
+        text = "\n".join(summary.failures)
+        if LOCK_MESSAGE in text:
+            raise RuntimeError(describe_lock(text))  # transient: retried
+        if not summary.failed_nodes():
+            raise fail_fast("dbt build failed before running any node:\n  " + first_line(text, 600))
+        raise fail_fast(failure_message(summary))
+    if on_duckdb():
+        publish_file()

@@ -1,0 +1,44 @@
+"""The Dagster instance: DAGSTER_HOME defaults to `<data dir>/dagster`, with the project's
+dagster.yaml (one run at a time, dead runs retried, telemetry off) copied there when missing."""
+
+import os
+import shutil
+from pathlib import Path
+
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+from extract.load import data_dir
+
+CONFIG = Path(__file__).with_name("dagster.yaml")
+PID_TAG = "ml_features/pid"
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME (set to `<data dir>/dagster` when unset), holding the project's dagster.yaml."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str((data_dir() / "dagster").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        shutil.copyfile(CONFIG, home / "dagster.yaml")
+    return home
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_runs(instance: DagsterInstance) -> list[str]:
+    """Mark failed the in-process runs (`pipeline run`) whose process is gone: killed, they could not
+    say so themselves (runs the daemon launched are watched by Dagster's run monitoring)."""
+    dead = []
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+        pid = run.tags.get(PID_TAG)
+        if pid and not process_exists(int(pid)):
+            instance.report_run_failed(run, f"its process (PID {pid}) ended without finishing the run (killed)")
+            dead.append(run.run_id)
+    return dead

@@ -1,0 +1,96 @@
+"""`pipeline run`: the daily job materialized in this process (no daemon, no webserver), recorded
+in the Dagster instance like any run, so `make dagster` shows it and a schedule's runs alike.
+
+Exit codes: 0 success, 1 failed.
+"""
+
+import contextlib
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import AssetKey, DagsterInstance
+
+from extract.load import data_dir
+from orchestration.instance import PID_TAG, dagster_home, fail_dead_runs
+from pipeline.console import log
+
+EXIT_OK, EXIT_FAILED = 0, 1
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+@dataclass
+class RunOptions:
+    day: dt.date
+    target: str | None = None
+    sources: tuple[str, ...] | None = None
+    skip_extract: bool = False
+    skip_build: bool = False
+    skip_export: bool = False
+    skip_train: bool = False
+    full_refresh: bool = False
+
+
+def utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def selected_assets(options: RunOptions, assets: list) -> list[AssetKey]:  # list of AssetsDefinition
+    """The asset keys the options leave in the daily job."""
+    keys: list[AssetKey] = []
+    for definition in assets:
+        name = definition.op.name
+        if name.startswith("extract_"):
+            wanted = not options.skip_extract and (
+                options.sources is None or name[len("extract_") :] in options.sources
+            )
+        else:
+            wanted = not {
+                "dbt_models": options.skip_build,
+                "training_set_export": options.skip_export,
+                "fraud_model": options.skip_train,
+            }[name]
+        if wanted:
+            keys += list(definition.keys)
+    return keys
+
+
+def log_file() -> Path:
+    """Where the tools' own output of a `pipeline run` goes (the terminal shows progress and the summary)."""
+    folder = data_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"run-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+
+
+def run_day(options: RunOptions) -> int:
+    """Materialize the daily job for `options.day` in process; print a summary; the exit code."""
+    if options.target:
+        os.environ["DBT_TARGET"] = options.target  # read by the definitions' dbt resource and the extract
+    home = dagster_home()
+    from orchestration.definitions import ASSETS, daily_job, defs  # after the settings above are in place
+    from orchestration.summary import print_summary
+
+    instance = DagsterInstance.get()
+    for run_id in fail_dead_runs(instance):
+        log(f"[run] recorded run {run_id} as failed: its process was killed")
+    job = defs.resolve_job_def(daily_job.name)
+    config = QUIET_LOGS | (
+        {"ops": {"dbt_models": {"config": {"full_refresh": True}}}}
+        if options.full_refresh and not options.skip_build
+        else {}
+    )
+    log(f"[run] daily job, partition {options.day}, target {os.environ.get('DBT_TARGET', 'dev')} (DAGSTER_HOME {home})")
+    output = log_file()
+    log(f"[run] dbt's and dlt's own output: {output}")
+    with output.open("a") as stream, contextlib.redirect_stdout(stream):
+        result = job.execute_in_process(
+            partition_key=options.day.isoformat(),
+            instance=instance,
+            run_config=config,
+            asset_selection=selected_assets(options, ASSETS),
+            tags={PID_TAG: str(os.getpid())},
+            raise_on_error=False,
+        )
+    print_summary(instance, result.run_id)
+    return EXIT_OK if result.success else EXIT_FAILED

@@ -1,0 +1,115 @@
+"""The closing summary of a run, read from what Dagster recorded (steps, materializations, asset
+checks, failures) and from the warehouse (the quarantine)."""
+
+import datetime as dt
+import json
+
+import duckdb
+from dagster import DagsterEventType, DagsterInstance
+
+from extract.load import duckdb_path
+from orchestration.settings import on_duckdb
+from pipeline.console import log, seconds
+from pipeline.dbt_runner import DbtSummary, summarise, target_path
+from pipeline.run_summary import quarantine_by_table, quarantine_lines
+from pipeline.warehouse import connect
+
+
+def value(metadata: dict, name: str) -> object:
+    entry = metadata.get(name)
+    return getattr(entry, "value", entry)
+
+
+def dbt_results(run_id: str) -> DbtSummary | None:
+    """What dbt recorded for the run's last `dbt build` (run_results.json in the folder dagster-dbt
+    gives each invocation: target/dbt_models-<run id>-<n>), None when it wrote none."""
+    found = sorted(target_path().glob(f"dbt_models-{run_id[:7]}-*/run_results.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        return None
+    summary = DbtSummary(success=True)
+    summarise(json.loads(found[-1].read_text()), summary)
+    return summary
+
+
+def step_note(step: str, events: list, run_id: str) -> str:
+    """What a step produced, from its events."""
+    materialized = [event for event in events if event.event_type == DagsterEventType.ASSET_MATERIALIZATION]
+    observed = [event for event in events if event.event_type == DagsterEventType.ASSET_OBSERVATION]
+    if step.startswith("extract_"):
+        rows = {
+            event.asset_key.path[-1]: value(event.materialization.metadata, "rows_loaded")
+            for event in materialized
+            if event.asset_key.path[-1] != "_dlt_loads"
+        }
+        return ", ".join(f"{table} {count:,}" for table, count in sorted(rows.items()))
+    if step == "dbt_models":
+        dbt = dbt_results(run_id)
+        if dbt is None:
+            return f"{len(materialized)} models, seeds and snapshots built"
+        return (
+            f"{dbt.count('model', 'success')} models, tests {dbt.count('test', 'pass')} passed, "
+            f"{dbt.count('test', 'warn')} warned, {dbt.count('test', 'fail', 'error')} failed, "
+            f"{dbt.count('model', 'skipped')} models skipped (dbt invocation {dbt.invocation_id})"
+        )
+    if step == "training_set_export" and materialized:
+        metadata = materialized[0].materialization.metadata
+        reused = " (reused)" if value(metadata, "reused") else ""
+        return f"version {value(metadata, 'version')}{reused}, {value(metadata, 'dagster/row_count'):,} rows"
+    if step == "fraud_model" and materialized:
+        metadata = materialized[0].materialization.metadata
+        return f"validation ROC AUC {value(metadata, 'roc_auc'):.3f}, PR AUC {value(metadata, 'pr_auc'):.3f}"
+    if observed:
+        return f"skipped: {value(observed[0].asset_observation_data.asset_observation.metadata, 'skipped')}"
+    return ""
+
+
+def warned_lines(events: list) -> list[str]:
+    checks = [
+        event.asset_check_evaluation_data
+        for event in events
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    warned = [check for check in checks if not check.passed and check.severity.value == "WARN"]
+    if not warned:
+        return []
+    lines = [f"  tests that warned ({len(warned)}):"]
+    for check in warned:
+        rows = value(check.metadata, "dagster_dbt/failed_row_count")
+        lines.append(f"    warn   {check.check_name} on {check.asset_key.to_user_string()}: {rows} failing row(s)")
+    return lines
+
+
+def quarantine() -> list[str]:
+    if not on_duckdb():
+        return []
+    try:
+        with connect(duckdb_path(), read_only=True) as connection:
+            return quarantine_lines(quarantine_by_table(connection))
+    except duckdb.Error:
+        return []
+
+
+def print_summary(instance: DagsterInstance, run_id: str) -> None:
+    record = instance.get_run_record_by_id(run_id)
+    run = record.dagster_run
+    events = [entry.dagster_event for entry in instance.all_logs(run_id) if entry.dagster_event]
+    started = record.start_time or record.create_timestamp.timestamp()
+    ended = record.end_time or dt.datetime.now(dt.UTC).timestamp()
+    status = "SUCCESS" if run.status.value == "SUCCESS" else run.status.value
+    log(f"\n==== daily {run.tags.get('dagster/partition')}  run {run_id}: {status} in {seconds(ended - started)} ====")
+    for step in instance.get_run_step_stats(run_id):
+        step_events = [event for event in events if event.step_key == step.step_key]
+        took = (step.end_time or ended) - (step.start_time or started)
+        retried = (
+            f", {step.attempts - 1} retr{'y' if step.attempts == 2 else 'ies'}" if (step.attempts or 1) > 1 else ""
+        )
+        state = step.status.value.lower() if step.status else "not run"
+        note = step_note(step.step_key, step_events, run_id)
+        log(f"  {step.step_key:<20} {state:<8} {seconds(took):>10}  {note}{retried}")
+    for line in [*quarantine(), *warned_lines(events)]:
+        log(line)
+    for event in events:
+        if event.event_type == DagsterEventType.STEP_FAILURE:
+            failure = event.step_failure_data
+            described = failure.user_failure_data.description if failure.user_failure_data else None
+            log(f"{event.step_key} failed: {described or (failure.error.message.strip() if failure.error else '')}")
