@@ -93,7 +93,7 @@ def export_training_set(duckdb_path: str, root: Path | None = None) -> Manifest:
     as a new version, or reuse an identical one. A locked database is waited for with retries."""
     root = (root or exports_dir()) / "training_set"
     root.mkdir(parents=True, exist_ok=True)
-    with connect(duckdb_path, read_only=True, prefix="[export] ") as connection:
+    with connect(duckdb_path, read_only=True) as connection:
         digest = content_hash(connection, EXPORT_RELATION)
         version = digest[:12]
         final_dir = root / f"version={version}"

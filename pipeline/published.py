@@ -25,7 +25,7 @@ import duckdb
 
 from extract.load import SOURCES, data_dir, duckdb_settings
 from pipeline.monitoring import read_manifest
-from pipeline.retry import GaveUp, RetryPolicy, retrying
+from pipeline.retry import LOCK_MESSAGE
 from pipeline.warehouse import WarehouseLocked, locked_message
 
 SCHEMA = "marts"
@@ -146,25 +146,21 @@ def content_hash(connection: duckdb.DuckDBPyConnection, relation: str) -> str:
     return export_hash(connection, relation)
 
 
-def attach_warehouse(connection: duckdb.DuckDBPyConnection, warehouse: str, policy: RetryPolicy) -> None:
+def attach_warehouse(connection: duckdb.DuckDBPyConnection, warehouse: str) -> None:
     try:
-        retrying(
-            lambda: connection.execute(f"attach '{warehouse}' as warehouse (read_only)"),
-            "opening the warehouse",
-            policy,
-            "[publish] ",
-        )
-    except GaveUp as error:
-        raise WarehouseLocked(locked_message(error, policy)) from error
+        connection.execute(f"attach '{warehouse}' as warehouse (read_only)")
+    except duckdb.IOException as error:
+        if LOCK_MESSAGE not in str(error):
+            raise
+        raise WarehouseLocked(locked_message(error)) from error
 
 
-def refresh_published(warehouse: str, policy: RetryPolicy | None = None, force: bool = False) -> Publication | None:
+def refresh_published(warehouse: str, force: bool = False) -> Publication | None:
     """Copy the warehouse's last published gold into the published file when that holds another
     version (or none); None when it is already current or nothing was ever published.
 
     OSError when the published folder cannot be written, WarehouseLocked when the warehouse stays locked.
     """
-    policy = policy or RetryPolicy.from_env()
     path = published_path()
     current = published_invocation(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,7 +171,7 @@ def refresh_published(warehouse: str, policy: RetryPolicy | None = None, force: 
     try:
         with duckdb.connect(str(temporary), config=duckdb_settings()) as connection:
             connection.execute("set TimeZone = 'UTC'; set enable_progress_bar = false")
-            attach_warehouse(connection, warehouse, policy)
+            attach_warehouse(connection, warehouse)
             latest = latest_publish(connection)
             if latest is None or (latest[0] == current and not force):
                 return None

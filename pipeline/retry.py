@@ -1,29 +1,20 @@
-"""Transient errors are retried with exponential backoff; everything else fails at once.
+"""Which errors are transient (Dagster retries their step: orchestration/failures.py) and which
+are not.
 
 Transient: a connection refused, reset or timed out; an HTTP 429 or 5xx answer that outlasted
 dlt's own retries; a database that is not reachable yet; the DuckDB file locked by another
 process. Everything else (a missing setting, a refused token, a bad record, a failed dbt test)
-is a data or configuration error: retrying cannot fix it, so the stage fails with its message.
-
-    ML_FEATURES_RETRIES        attempts in all, default 5
-    ML_FEATURES_RETRY_WAIT     seconds before the first retry, doubled each time (1, 2, 4, 8), default 1
+is a data or configuration error: retrying cannot fix it, so the step fails with its message.
 """
 
-import os
 import re
 import socket
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
 
 import requests
 import sqlalchemy.exc as sa_exc
 
 from extract.errors import causes
-from pipeline.console import first_line, log
-
-T = TypeVar("T")
+from pipeline.console import first_line
 
 LOCK_MESSAGE = "Could not set lock on file"
 LOCK_HOLDER = re.compile(r'lock on file "(?P<file>[^"]+)".*?held in (?P<program>\S+) \(PID (?P<pid>\d+)\)', re.S)
@@ -38,28 +29,6 @@ CONNECTION_TROUBLE = re.compile(
 
 class TransientError(RuntimeError):
     """A failure worth retrying; raised where the cause is only known from a message (dbt's output)."""
-
-
-class GaveUp(RuntimeError):
-    """A transient error outlasted every retry; the message says what failed and how often it was tried."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    first_wait: float = 1.0
-    max_wait: float = 60.0
-
-    @classmethod
-    def from_env(cls) -> "RetryPolicy":
-        return cls(
-            attempts=max(1, int(os.environ.get("ML_FEATURES_RETRIES", "5"))),
-            first_wait=float(os.environ.get("ML_FEATURES_RETRY_WAIT", "1")),
-        )
-
-    def wait(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based): 1, 2, 4, 8, ..."""
-        return min(self.max_wait, self.first_wait * 2 ** (attempt - 1))
 
 
 def lock_holder(text: str) -> str:
@@ -106,33 +75,3 @@ def transient_reason(error: BaseException) -> str | None:
         if database_unreachable(cause):
             return f"database unreachable ({first_line(text, 120)})"
     return None
-
-
-def retrying(
-    action: Callable[[], T], what: str, policy: RetryPolicy, prefix: str = "", retries: list[str] | None = None
-) -> T:
-    """`action()`, retried on transient errors with exponential backoff; GaveUp after the last attempt.
-
-    Each retry is said plainly: what failed, why it is transient, how long until the next attempt;
-    its reason is appended to `retries` when given.
-    """
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return action()
-        except Exception as error:
-            reason = transient_reason(error)
-            if reason is None:
-                raise
-            if attempt == policy.attempts:
-                raise GaveUp(
-                    f"{what}: {reason}; still failing after {policy.attempts} attempts: {first_line(str(error))}"
-                ) from error
-            wait = policy.wait(attempt)
-            if retries is not None:
-                retries.append(reason)
-            log(
-                f"{prefix}{what}: {reason} (transient): retrying in {wait:g} s "
-                f"(attempt {attempt + 1} of {policy.attempts})"
-            )
-            time.sleep(wait)
-    raise AssertionError("unreachable")

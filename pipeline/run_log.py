@@ -30,7 +30,6 @@ import duckdb
 
 from extract.load import data_dir
 from pipeline.console import log
-from pipeline.retry import RetryPolicy
 from pipeline.warehouse import WarehouseLocked, connect
 
 DDL = """
@@ -281,11 +280,11 @@ def run_from_json(text: str) -> RunRecord:
     return RunRecord(**data)
 
 
-def write_run(duckdb_path: str, run: RunRecord, policy: RetryPolicy | None = None) -> bool:
+def write_run(duckdb_path: str, run: RunRecord) -> bool:
     """Record the run (and any run a lock kept from being recorded); False when the warehouse stayed locked."""
     pending = pending_file()
     try:
-        with connect(duckdb_path, policy=policy, prefix="[monitoring] ") as connection:
+        with connect(duckdb_path) as connection:
             connection.begin()
             ensure_schema(connection)
             earlier = pending.read_text().splitlines() if pending.exists() else []
