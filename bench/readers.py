@@ -4,7 +4,7 @@
     python -m bench.readers poll <database> [--warehouse]  a reader polling every 0.1 s until SIGINT
     python -m bench.readers hold <database>                a reader holding one connection open until SIGINT
 
-For each scale: generate the demo, run the pipeline once, then run it again (`--force`, no train)
+For each scale: generate the demo, run the pipeline once, then run it again (no train)
 while one process polls the published file (data/published/gold.duckdb) and one polls `marts` in the
 warehouse directly, each every 0.1 s, and a third holds a connection to the published file open.
 Prints each reader's polls and failures, the longest stretch of failures, and the published file's
@@ -134,7 +134,7 @@ def stopped(process: subprocess.Popen) -> dict:
 def run_pipeline(data_dir: Path, *extra: str) -> tuple[int, str, float]:
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--date", RUN_DATE, "--skip-train", "--no-report", *extra],
+        [sys.executable, "-m", "pipeline.cli", "run", "--date", RUN_DATE, "--skip-train", *extra],
         cwd=REPO_ROOT,
         env=environment(data_dir),
         capture_output=True,
@@ -162,7 +162,7 @@ def measure(scale: int, root: Path) -> dict[str, object]:
         "published_hold": reader("hold", published),
     }
     time.sleep(1.0)
-    code, output, second = run_pipeline(data_dir, "--force")
+    code, output, second = run_pipeline(data_dir)
     results = {name: stopped(process) for name, process in readers.items()}
     copy = re.search(r"published gold of invocation \S+ to \S+ \((.*); ([\d.]+) s\)", output)
     return {

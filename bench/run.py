@@ -2,7 +2,7 @@
 
 For each scale (transactions over a year; events are about five times as many) it:
   1. generates the demo sources as of the day before the last (a year of history);
-  2. runs the pipeline's stages one process each, `pipeline run --only`-style (extract, a full
+  2. runs the pipeline's stages one process each, `pipeline run --skip-...` (extract, a full
      `dbt build`, export, train), timing each and reading its peak RSS (the process and every
      child it waited for, such as dbt);
   3. replays the same `dbt build` as plain SQL on a copy of the raw warehouse (bench/direct_sql.py):
@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
+from dagster import DagsterEventType, DagsterInstance
 
 from pipeline.export import content_hash
 
@@ -101,14 +102,30 @@ def measure(name: str, command: list[str], environment: dict[str, str], log: Pat
     return Step(name, seconds, usage.ru_maxrss / 1024), text
 
 
-def last_run_stages(warehouse: Path) -> dict[str, tuple[float, int, int]]:
-    """The stages of the pipeline's last run: name -> (seconds, rows in, rows out)."""
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
-        rows = connection.execute(
-            "select stage, seconds, rows_in, rows_out from monitoring.pipeline_stage_runs "
-            "where run_id = (select run_id from monitoring.pipeline_runs order by started_at desc limit 1)"
-        ).fetchall()
-    return {stage: (seconds, rows_in or 0, rows_out or 0) for stage, seconds, rows_in, rows_out in rows}
+def last_run_rows(data_dir: Path, stage: str) -> int:
+    """Rows the stage of the last `pipeline run` handled, from what Dagster recorded: rows loaded
+    (extract), rows of the published features (build), rows exported (export), rows trained and
+    validated on (train)."""
+    instance = DagsterInstance.from_config(str((data_dir / "dagster").resolve()))
+    [run] = instance.get_runs(limit=1)
+    metadata = [
+        (event.step_key, event.asset_materialization.metadata)
+        for event in (entry.dagster_event for entry in instance.all_logs(run.run_id))
+        if event is not None and event.event_type == DagsterEventType.ASSET_MATERIALIZATION
+    ]
+    values = {
+        "extract": [entry["rows_loaded"].value for step, entry in metadata if step.startswith("extract_")],
+        "export": [entry["dagster/row_count"].value for step, entry in metadata if step == "training_set_export"],
+        "train": [
+            entry["train_rows"].value + entry["validation_rows"].value
+            for step, entry in metadata
+            if step == "fraud_model"
+        ],
+    }
+    if stage == "build":
+        with duckdb.connect(str(data_dir / "published" / "gold.duckdb"), read_only=True) as connection:
+            return connection.sql("select count(*) from marts.fct_transaction_features").fetchone()[0]
+    return int(sum(values[stage]))
 
 
 def pipeline_stage(
@@ -116,10 +133,9 @@ def pipeline_stage(
 ) -> Step:
     """`pipeline run` doing only `stage` for `day`; rows are the stage's own count (rows out, or in for train)."""
     skips = [f"--skip-{other}" for other in ("extract", "build", "export", "train") if other != stage]
-    command = [str(BIN / "pipeline"), "run", "--date", day.isoformat(), "--no-report", *skips, *extra]
+    command = [str(BIN / "pipeline"), "run", "--date", day.isoformat(), *skips, *extra]
     step, _ = measure(label or stage, command, environment, log)
-    _, rows_in, rows_out = last_run_stages(Path(environment["ML_FEATURES_DUCKDB_PATH"]))[stage]
-    step.rows = rows_in if stage == "train" else rows_out
+    step.rows = last_run_rows(Path(environment["ML_FEATURES_DATA_DIR"]), stage)
     return step
 
 
