@@ -14,7 +14,7 @@ from dagster import AssetKey, DagsterInstance
 
 from extract.load import data_dir
 from orchestration.instance import PID_TAG, dagster_home, fail_dead_runs
-from pipeline.console import log
+from pipeline.console import log, pinned_output
 
 EXIT_OK, EXIT_FAILED = 0, 1
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -83,7 +83,7 @@ def run_day(options: RunOptions) -> int:
     log(f"[run] daily job, partition {options.day}, target {os.environ.get('DBT_TARGET', 'dev')} (DAGSTER_HOME {home})")
     output = log_file()
     log(f"[run] dbt's and dlt's own output: {output}")
-    with output.open("a") as stream, contextlib.redirect_stdout(stream):
+    with output.open("a") as stream, pinned_output(), contextlib.redirect_stdout(stream):
         result = job.execute_in_process(
             partition_key=options.day.isoformat(),
             instance=instance,

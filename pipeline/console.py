@@ -3,15 +3,27 @@
 import datetime as dt
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# the terminal the process started with: `pipeline run` sends the tools' own output (dbt's log
-# lines, which dagster-dbt echoes) to a file, and its progress lines still reach the terminal
-TERMINAL = sys.stdout
+pinned: list[TextIO] = []
 
 
 def log(message: str) -> None:
-    print(message, file=TERMINAL, flush=True)
+    print(message, file=pinned[-1] if pinned else sys.stdout, flush=True)
+
+
+@contextmanager
+def pinned_output() -> Iterator[None]:
+    """`log` keeps writing to today's stdout while the block redirects stdout elsewhere (`pipeline
+    run` sends the tools' own output, dbt's log lines that dagster-dbt echoes, to a file)."""
+    pinned.append(sys.stdout)
+    try:
+        yield
+    finally:
+        pinned.pop()
 
 
 def plain(text: str) -> str:
