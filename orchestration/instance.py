@@ -14,12 +14,20 @@ PID_TAG = "ml_features/pid"
 
 
 def dagster_home() -> Path:
-    """DAGSTER_HOME (set to `<data dir>/dagster` when unset), holding the project's dagster.yaml."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str((data_dir() / "dagster").resolve())))
+    """DAGSTER_HOME when set, else `<data dir>/dagster`, holding the project's dagster.yaml.
+
+    It is not written back to the environment: a later run with another data folder (a test, a
+    second project in one shell) gets its own instance."""
+    home = Path(os.environ.get("DAGSTER_HOME") or (data_dir() / "dagster")).resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         shutil.copyfile(CONFIG, home / "dagster.yaml")
     return home
+
+
+def get_instance() -> DagsterInstance:
+    """The instance at dagster_home()."""
+    return DagsterInstance.from_config(str(dagster_home()))
 
 
 def process_exists(pid: int) -> bool:

@@ -10,10 +10,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 
 from extract.load import data_dir
-from orchestration.instance import PID_TAG, dagster_home, fail_dead_runs
+from orchestration.instance import PID_TAG, dagster_home, fail_dead_runs, get_instance
 from pipeline.console import log, pinned_output
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -71,7 +71,7 @@ def run_day(options: RunOptions) -> int:
     from orchestration.definitions import ASSETS, daily_job, defs  # after the settings above are in place
     from orchestration.summary import print_summary
 
-    instance = DagsterInstance.get()
+    instance = get_instance()
     for run_id in fail_dead_runs(instance):
         log(f"[run] recorded run {run_id} as failed: its process was killed")
     job = defs.resolve_job_def(daily_job.name)
