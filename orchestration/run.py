@@ -67,7 +67,12 @@ def run_day(options: RunOptions) -> int:
     """Materialize the daily job for `options.day` in process; print a summary; the exit code."""
     if options.target:
         os.environ["DBT_TARGET"] = options.target  # read by the definitions' dbt resource and the extract
-    home = dagster_home()
+    try:
+        home = dagster_home()
+        output = log_file()
+    except OSError as error:  # the data folder cannot be written (a file in its place, read-only, a full disk)
+        log(f"pipeline run failed: cannot write {error.filename or data_dir()}: {error.strerror or error}")
+        return EXIT_FAILED
     from orchestration.definitions import ASSETS, daily_job, defs  # after the settings above are in place
     from orchestration.summary import print_summary
 
@@ -81,7 +86,6 @@ def run_day(options: RunOptions) -> int:
         else {}
     )
     log(f"[run] daily job, partition {options.day}, target {os.environ.get('DBT_TARGET', 'dev')} (DAGSTER_HOME {home})")
-    output = log_file()
     log(f"[run] dbt's and dlt's own output: {output}")
     with output.open("a") as stream, pinned_output(), contextlib.redirect_stdout(stream):
         result = job.execute_in_process(

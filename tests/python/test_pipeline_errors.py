@@ -1,43 +1,43 @@
-"""The pipeline's error paths: transient errors retried with backoff and said plainly, data and
-configuration errors failing at once, a warehouse locked by another process named with its PID."""
+"""The pipeline's error paths, through real `pipeline` processes: a transient error (a source not
+up yet) retried by Dagster with backoff, a configuration error failing at once, a write failure
+said in one line; and how errors are told apart."""
 
-import contextlib
-import io
-import re
+import os
 import socket
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import duckdb
 import pytest
 import requests
 import sqlalchemy.exc as sa_exc
-from conftest import Warehouse, demo_environment
+from conftest import REPO_ROOT, Warehouse, demo_environment
 
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate
 from extract.errors import ExtractError
-from pipeline import retry, stages
-from pipeline.cli import main
-from pipeline.dbt_runner import DbtSummary
 from pipeline.retry import transient_reason
 
-NO_STAGES = ["--skip-extract", "--skip-build", "--skip-export", "--skip-train"]
 LOCK_TEXT = (
     'IO Error: Could not set lock on file "{path}": Conflicting lock is held in /usr/bin/python3 '
     "(PID 4242). See also https://duckdb.org/docs/stable/connect/concurrency"
 )
+ONLY_EXTRACT = ["--skip-build", "--skip-export", "--skip-train"]
 
 
 def pipeline(*args: str) -> tuple[int, str]:
-    output = io.StringIO()
-    with contextlib.redirect_stdout(output):
-        code = main(list(args))
-    return code, output.getvalue()
+    """`pipeline <args>` in its own process (the retry policy is read when the definitions load)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+    )
+    return completed.returncode, completed.stdout + completed.stderr
 
 
 @pytest.fixture
@@ -47,64 +47,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ML_FEATURES_RETRIES", "3")
     monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.1")
     return tmp_path
-
-
-@contextlib.contextmanager
-def lock_held(path: Path, seconds: float = 60) -> Iterator[subprocess.Popen]:
-    """Another process with a write connection to `path`, for `seconds` at most."""
-    code = f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); time.sleep({seconds})"
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait()
-
-
-def test_a_locked_warehouse_is_retried_then_named_with_the_holder(data_dir: Path) -> None:
-    warehouse = data_dir / "warehouse.duckdb"
-    with lock_held(warehouse) as holder:
-        code, output = pipeline("run", *NO_STAGES)
-    assert code == 1
-    assert output.count("(transient): retrying in") == 2 and "retrying in 0.2 s (attempt 3 of 3)" in output
-    assert f"the warehouse {warehouse} is locked by another process (PID {holder.pid}, " in output
-    assert "gave up after 3 attempts over 0.3 s. Stop that process or wait for it to finish, then run again." in output
-    assert "FAILED" in output and "Traceback" not in output
-    assert "ml_features_last_run_success 0" in (data_dir / "metrics" / "pipeline.prom").read_text()
-    # the failed run was kept aside and is recorded by the next run that gets the lock
-    assert (data_dir / "monitoring" / "unrecorded_runs.jsonl").exists()
-    code, output = pipeline("run", *NO_STAGES)
-    assert code == 0 and "recorded 1 earlier run(s)" in output
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
-        runs = connection.sql("select status, message from monitoring.pipeline_runs order by started_at").fetchall()
-    assert [status for status, _ in runs] == ["failed", "success"] and f"PID {holder.pid}" in runs[0][1]
-
-
-def test_a_lock_released_while_retrying_lets_the_run_go_on(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ML_FEATURES_RETRIES", "6")
-    monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.4")
-    with lock_held(data_dir / "warehouse.duckdb", seconds=2.0):
-        code, output = pipeline("run", *NO_STAGES)
-    assert code == 0, output
-    assert "is locked by another process" in output and "SUCCESS" in output
-
-
-def test_a_lock_during_dbt_build_is_retried(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
-
-    def fake_dbt(args: list[str], **_: object) -> DbtSummary:
-        calls.append(args)
-        if len(calls) == 1:
-            lock = LOCK_TEXT.format(path=data_dir / "warehouse.duckdb")
-            return DbtSummary(success=False, failures=[f"dbt build wrote no results (exit 2) Runtime Error {lock}"])
-        return DbtSummary(success=True, invocation_id="00000000-0000-0000-0000-000000000000")
-
-    monkeypatch.setattr(stages, "run_dbt", fake_dbt)
-    code, output = pipeline("run", "--skip-extract", "--skip-export", "--skip-train")
-    assert code == 0, output
-    assert len(calls) == 2 and calls[0][:3] == ["build", "--exclude-resource-type", "unit_test"]
-    assert "[build] dbt build: the warehouse" in output and "(PID 4242, /usr/bin/python3) (transient)" in output
 
 
 def free_port() -> int:
@@ -122,37 +64,37 @@ def fx_api(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FxApiSer
     monkeypatch.setenv("SOURCES__FX_API__DEMO", "false")
     monkeypatch.setenv("SOURCES__FX_API__BASE_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("SOURCES__FX_API__TOKEN", "right-token")
-    monkeypatch.setenv("RUNTIME__REQUEST_MAX_ATTEMPTS", "1")  # dlt's own HTTP retries off: the stage's are tested
-    monkeypatch.setenv("ML_FEATURES_RETRIES", "5")
-    monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.5")
+    monkeypatch.setenv("RUNTIME__REQUEST_MAX_ATTEMPTS", "1")  # dlt's own HTTP retries off: Dagster's are tested
+    monkeypatch.setenv("ML_FEATURES_RETRIES", "3")
+    monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "2")
     yield server
     server.stop()
 
 
-def test_a_source_that_comes_up_late_is_retried_with_backoff(
-    data_dir: Path, fx_api: FxApiServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    waits: list[float] = []
-
-    def wait_then_start(seconds: float) -> None:  # the API comes up while the pipeline waits to retry
-        waits.append(seconds)
-        fx_api.start()
-        time.sleep(seconds)
-
-    monkeypatch.setattr(retry, "time", SimpleNamespace(sleep=wait_then_start))
-    code, output = pipeline("run", "--sources", "fx", "--skip-build", "--skip-export", "--skip-train")
-    assert code == 0, output
-    assert (
-        "[extract] extract fx: connection failed (ConnectionError) (transient): retrying in 0.5 s (attempt 2 of 5)"
-        in output
+def test_a_source_that_comes_up_late_is_retried_with_backoff(data_dir: Path, fx_api: FxApiServer) -> None:
+    # the API comes up 1 s after the fx step starts: its first attempt is refused, Dagster retries
+    # it after its backoff (2 s) and finds the API up
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", "--sources", "fx", *ONLY_EXTRACT],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    assert "rates" in output and "SUCCESS" in output and waits == [0.5]
+    assert process.stdout is not None
+    lines, starter = [], threading.Timer(1.0, fx_api.start)
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("[extract] fx started") and not starter.is_alive() and not starter.finished.is_set():
+            starter.start()
+    code, output = process.wait(), "".join(lines)
+    starter.join()
+    assert code == 0, output
+    [line] = [line for line in output.splitlines() if line.startswith("  extract_fx ")]
+    assert " success " in line and "1 retry" in line, output
     with duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True) as connection:
-        [(retries, rows)] = connection.sql(
-            "select retries, rows_out from monitoring.pipeline_stage_runs where stage = 'extract'"
-        ).fetchall()
         [(loaded,)] = connection.sql("select count(*) from raw_fx.rates").fetchall()
-    assert retries >= 1 and rows == loaded > 0
+    assert f"rates {loaded:,}" in line and loaded > 0
 
 
 def test_a_configuration_error_fails_at_once(
@@ -160,11 +102,13 @@ def test_a_configuration_error_fails_at_once(
 ) -> None:
     fx_api.start()
     monkeypatch.setenv("SOURCES__FX_API__TOKEN", "wrong-token")
-    code, output = pipeline("run", "--sources", "fx", "--skip-build", "--skip-export", "--skip-train")
-    assert code == 1
-    assert "retrying" not in output and fx_api.request_count == 1
-    assert "extract failed: fx: the API refused the bearer token in sources.fx_api.token (401 Unauthorized)" in output
-    assert "(a data or configuration error: not retried)" in output
+    code, output = pipeline("run", "--sources", "fx", *ONLY_EXTRACT)
+    assert code == 1, output
+    assert fx_api.request_count == 1, output
+    [line] = [line for line in output.splitlines() if line.startswith("  extract_fx ")]
+    assert " failure " in line and "retr" not in line, output
+    assert "fx: the API refused the bearer token in sources.fx_api.token (401 Unauthorized)" in output
+    assert "(a data or configuration error: not retried)" in output and "Traceback" not in output
 
 
 def http_error(status: int) -> requests.HTTPError:
@@ -204,30 +148,15 @@ def test_transient_errors_are_told_from_data_errors(error: BaseException, transi
     assert (transient_reason(error) is not None) == transient
 
 
-@pytest.fixture
-def built_copy(warehouse_copy: Warehouse, monkeypatch: pytest.MonkeyPatch) -> Warehouse:
-    monkeypatch.setenv("ML_FEATURES_RETRIES", "3")
-    monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.1")
-    return warehouse_copy
-
-
-def last_run(warehouse: Warehouse) -> tuple[str, str, str]:
-    [row] = warehouse.query(
-        "select command, status, message from monitoring.pipeline_runs order by started_at desc limit 1"
-    )
-    return row
-
-
-@pytest.mark.parametrize("command", [["run", "--skip-extract", "--skip-build", "--skip-train"], ["export"]])
-def test_an_export_that_cannot_write_is_one_line_and_recorded(built_copy: Warehouse, command: list[str]) -> None:
+def test_an_export_that_cannot_write_is_one_line(warehouse_copy: Warehouse) -> None:
     """A file where the exports folder should be: a real write failure (chmod does not stop root)."""
-    (built_copy.data_dir / "exports").write_text("not a folder")
-    code, output = pipeline(*command)
+    (warehouse_copy.data_dir / "exports").write_text("not a folder")
+    code, output = pipeline("export")
     assert code == 1 and "Traceback" not in output, output
-    line = f"export failed: cannot write {built_copy.data_dir / 'exports' / 'training_set'}: Not a directory"
-    assert line in output and "FAILED" in output
-    assert last_run(built_copy) == (command[0], "failed", line)
-    assert "ml_features_last_run_success 0" in (built_copy.data_dir / "metrics" / "pipeline.prom").read_text()
+    line = f"export failed: cannot write {warehouse_copy.data_dir / 'exports' / 'training_set'}: Not a directory"
+    assert line in output and "FAILURE" in output
+    [step] = [line for line in output.splitlines() if line.startswith("  training_set_export ")]
+    assert " failure " in step and "retr" not in step  # not transient: not retried
 
 
 def test_a_data_folder_that_cannot_be_created_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -235,43 +164,6 @@ def test_a_data_folder_that_cannot_be_created_is_one_line(tmp_path: Path, monkey
     blocker.write_text("")
     for key, value in demo_environment(blocker / "data").items():
         monkeypatch.setenv(key, value)
-    code, output = pipeline("run", *NO_STAGES)
+    code, output = pipeline("run")
     assert code == 1 and "Traceback" not in output, output
-    assert f"the run failed: cannot write {blocker / 'data' / 'monitoring' / 'runs'}: Not a directory" in output
-    assert "FAILED" in output and "the run could not be recorded" in output
-
-
-def test_a_standalone_export_waits_out_a_lock(built_copy: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ML_FEATURES_RETRIES", "6")
-    monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.4")
-    with lock_held(built_copy.duckdb_path, seconds=2.0):
-        code, output = pipeline("export")
-    assert code == 0, output
-    assert "is locked by another process" in output and "(transient): retrying in" in output
-    assert "training_set version" in output and "Traceback" not in output
-    assert last_run(built_copy)[:2] == ("export", "success")
-
-
-def test_status_tells_a_killed_run_from_one_a_lock_kept_out_of_the_run_log(data_dir: Path) -> None:
-    """Two runs left `running` rows: one was killed (its lock is free), one finished while the
-    warehouse was locked (kept in unrecorded_runs.jsonl). Status says which is which."""
-    import dataclasses
-    import datetime as dt
-    import json
-
-    from pipeline.run_journal import started_record
-    from pipeline.run_log import RunRecord, ensure_schema, insert_run, pending_file
-
-    killed = RunRecord(command="run", target="dev", run_date=dt.date(2026, 9, 30))
-    kept = RunRecord(command="run", target="dev", run_date=dt.date(2026, 9, 30))
-    with duckdb.connect(str(data_dir / "warehouse.duckdb")) as connection:
-        ensure_schema(connection)
-        for run in (killed, kept):
-            insert_run(connection, started_record(run))
-    pending_file().parent.mkdir(parents=True, exist_ok=True)
-    finished = dataclasses.replace(kept, status="failed", ended_at=kept.started_at)
-    pending_file().write_text(json.dumps(dataclasses.asdict(finished), default=str) + "\n")
-    code, output = pipeline("status")
-    assert code == 0, output
-    assert re.search(rf"{killed.run_id} .* killed ", output) and re.search(rf"{kept.run_id} .* failed ", output)
-    assert "ended without recording an outcome" in output and "kept in" in output
+    assert f"cannot write {blocker / 'data'}" in output and "Not a directory" in output
