@@ -9,10 +9,10 @@ from dagster import DagsterEventType, DagsterInstance
 
 from extract.load import duckdb_path
 from orchestration.settings import on_duckdb
-from pipeline.console import log, seconds
+from pipeline.console import first_line, log, seconds
 from pipeline.dbt_runner import DbtSummary, summarise, target_path
-from pipeline.run_summary import quarantine_by_table, quarantine_lines
-from pipeline.warehouse import connect
+from pipeline.run_summary import quarantine_by_table, quarantine_lines, warned_lines, warned_tests
+from pipeline.warehouse import WarehouseLocked, connect
 
 
 def value(metadata: dict, name: str) -> object:
@@ -63,29 +63,15 @@ def step_note(step: str, events: list, run_id: str) -> str:
     return ""
 
 
-def warned_lines(events: list) -> list[str]:
-    checks = [
-        event.asset_check_evaluation_data
-        for event in events
-        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
-    ]
-    warned = [check for check in checks if not check.passed and check.severity.value == "WARN"]
-    if not warned:
-        return []
-    lines = [f"  tests that warned ({len(warned)}):"]
-    for check in warned:
-        rows = value(check.metadata, "dagster_dbt/failed_row_count")
-        lines.append(f"    warn   {check.check_name} on {check.asset_key.to_user_string()}: {rows} failing row(s)")
-    return lines
-
-
-def quarantine() -> list[str]:
+def data_lines(dbt: DbtSummary | None) -> list[str]:
+    """The quarantine per source table, and the tests that warned with a row each kept."""
     if not on_duckdb():
-        return []
+        return warned_lines(warned_tests(dbt.node_results)) if dbt else []
     try:
         with connect(duckdb_path(), read_only=True) as connection:
-            return quarantine_lines(quarantine_by_table(connection))
-    except duckdb.Error:
+            warned = warned_tests(dbt.node_results, connection) if dbt else []
+            return quarantine_lines(quarantine_by_table(connection)) + warned_lines(warned)
+    except (duckdb.Error, WarehouseLocked):  # locked: the run's failure says by whom
         return []
 
 
@@ -106,10 +92,12 @@ def print_summary(instance: DagsterInstance, run_id: str) -> None:
         state = step.status.value.lower() if step.status else "not run"
         note = step_note(step.step_key, step_events, run_id)
         log(f"  {step.step_key:<20} {state:<8} {seconds(took):>10}  {note}{retried}")
-    for line in [*quarantine(), *warned_lines(events)]:
+    for line in data_lines(dbt_results(run_id)):
         log(line)
     for event in events:
         if event.event_type == DagsterEventType.STEP_FAILURE:
             failure = event.step_failure_data
             described = failure.user_failure_data.description if failure.user_failure_data else None
+            if not described and failure.error and failure.error.cause:  # e.g. "Exceeded max_retries": say of what
+                described = f"{failure.error.message.strip()}: {first_line(failure.error.cause.message, 600)}"
             log(f"{event.step_key} failed: {described or (failure.error.message.strip() if failure.error else '')}")
