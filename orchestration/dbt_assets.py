@@ -21,7 +21,7 @@ from dagster_dbt import DbtCliResource, dbt_assets
 
 from extract.load import duckdb_path
 from orchestration.dbt_project import Translator, manifest_path
-from orchestration.failures import RETRY, fail_fast
+from orchestration.failures import RETRY, fail_fast, transient
 from orchestration.partitions import ONE_DAY_PER_RUN, daily, day_of
 from orchestration.settings import on_duckdb
 from pipeline.console import first_line, log, seconds
@@ -129,7 +129,7 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: Buil
     if not summary.success:
         text = "\n".join(summary.failures)
         if LOCK_MESSAGE in text:
-            raise RuntimeError(describe_lock(text))  # transient: retried
+            raise transient(f"dbt build failed: {describe_lock(text)}")
         if not summary.failed_nodes():
             raise fail_fast("dbt build failed before running any node:\n  " + first_line(text, 600))
         raise fail_fast(failure_message(summary))

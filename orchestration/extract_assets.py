@@ -6,8 +6,8 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, multi_asset
 
-from extract.load import SOURCES, ExtractError, load_source
-from orchestration.failures import RETRY, fail_fast, retried_or_failed
+from extract.load import SOURCES, load_source
+from orchestration.failures import RETRY, retried_or_failed
 from orchestration.partitions import ONE_DAY_PER_RUN, daily
 from orchestration.settings import destination
 from pipeline.console import log
@@ -40,9 +40,7 @@ def extract_asset(source: str, tables: list[str]):  # noqa: ANN201 (an AssetsDef
         log(f"[extract] {source} started")
         try:
             load = load_source(source, destination())
-        except ExtractError as error:
-            raise fail_fast(f"extract {source} failed: {error} (a data or configuration error: not retried)") from error
-        except Exception as error:
+        except Exception as error:  # an ExtractError too: a locked warehouse is one, and transient
             raise retried_or_failed(error, f"extract {source}") from error
         log(f"[extract] {load.describe()}")
         for spec in specs:

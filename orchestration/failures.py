@@ -1,9 +1,13 @@
 """Which failures Dagster retries: transient ones only (a lock, a refused connection, HTTP 429/5xx).
 
-Every asset has RETRY: 3 retries with exponential backoff (`ML_FEATURES_RETRY_WAIT` seconds before
-the first, default 5; `ML_FEATURES_RETRIES` retries, default 3). A data or configuration error
-(a failed dbt test, a bad setting, a refused token) cannot be fixed by retrying: `fail_fast`
-turns it into a Failure that Dagster does not retry, with a message a person can act on.
+Every asset has RETRY: 3 retries with exponential backoff (`ML_FEATURES_RETRIES` retries, default
+3; `ML_FEATURES_RETRY_WAIT` seconds, default 5). Dagster waits (2**n - 1) * wait before retry n:
+5, 15 and 35 s by default (dagster/_core/definitions/policy.py calculate_delay).
+
+A transient error becomes `transient(message)`: a Failure Dagster retries, whose message the run
+keeps when the last retry fails too (the summary names the cause, e.g. the process holding the
+lock, rather than Dagster's "Exceeded max_retries"). A data or configuration error (a failed dbt
+test, a missing file, a refused token) cannot be fixed by retrying: `fail_fast` fails the step at once.
 """
 
 import os
@@ -24,9 +28,17 @@ def fail_fast(message: str) -> Failure:
     return Failure(description=message, allow_retries=False)
 
 
-def retried_or_failed(error: Exception, what: str) -> Exception:
-    """`error` itself when it is transient (Dagster retries the step), else a Failure that is not retried."""
+def transient(message: str) -> Failure:
+    """A failure Dagster retries (RETRY); `message` is what the run records if every attempt fails."""
+    return Failure(
+        description=f"{message} (transient: tried {RETRY.max_retries + 1} times with exponential backoff)",
+        allow_retries=True,
+    )
+
+
+def retried_or_failed(error: Exception, what: str) -> Failure:
+    """A retried Failure when `error` (or an error it wraps) is transient, else one failing at once."""
     reason = transient_reason(error)
     if reason is not None:
-        return error
-    return fail_fast(f"{what} failed: {error}")
+        return transient(f"{what} failed: {reason}")
+    return fail_fast(f"{what} failed: {error} (a data or configuration error: not retried)")
