@@ -1,5 +1,6 @@
 """Questions the pipeline asks the warehouse about itself: what is new since the last build, how
-fresh each source is, how many rows each relation holds, how the recent runs went."""
+fresh each source is, what the quarantine holds. (How the runs went is Dagster's record:
+orchestration/monitoring.py.)"""
 
 import datetime as dt
 import json
@@ -11,7 +12,6 @@ import duckdb
 from extract.files import REJECTED_FILES_TABLE
 from extract.load import SOURCES
 from pipeline.dbt_runner import target_path
-from pipeline.run_log import ModelRows
 from pipeline.warehouse import relation_exists, tables_in
 
 FIRST_DAY = dt.date(1970, 1, 1)
@@ -82,31 +82,6 @@ APP_AFFECTED_DAYS = """
         ) as validated
 """
 PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-def has_monitoring(connection: duckdb.DuckDBPyConnection) -> bool:
-    return relation_exists(connection, "monitoring", "pipeline_runs")
-
-
-def last_successful_build(
-    connection: duckdb.DuckDBPyConnection, target: str, run_date: dt.date | None = None
-) -> tuple[str, dt.datetime] | None:
-    """(run id, start) of the latest successful build stage for `target` (and `run_date` when given)."""
-    if not has_monitoring(connection):
-        return None
-    rows = connection.execute(
-        """
-        select runs.run_id, stages.started_at
-        from monitoring.pipeline_stage_runs as stages
-        inner join monitoring.pipeline_runs as runs on stages.run_id = runs.run_id
-        where stages.stage = 'build' and stages.status = 'success' and runs.target = ?
-            and (cast(? as date) is null or runs.run_date = ?)
-        order by stages.started_at desc
-        limit 1
-        """,
-        [target, run_date, run_date],
-    ).fetchall()
-    return (rows[0][0], rows[0][1]) if rows else None
 
 
 def last_publish_time(connection: duckdb.DuckDBPyConnection) -> dt.datetime | None:
@@ -269,60 +244,6 @@ def source_freshness(connection: duckdb.DuckDBPyConnection, now: dt.datetime) ->
     return result
 
 
-def count_rows(connection: duckdb.DuckDBPyConnection, relation: str) -> int | None:
-    try:
-        [(rows,)] = connection.sql(f"select count(*) from {relation}").fetchall()
-    except duckdb.Error:
-        return None
-    return int(rows)
-
-
-def model_row_counts(
-    connection: duckdb.DuckDBPyConnection, node_results: list[dict[str, object]], manifest: dict
-) -> list[ModelRows]:
-    """Rows of every relation the build made (rows_out) and of its direct parents (rows_in).
-
-    DuckDB's run_results.json carries no row counts for models, so each table is counted once.
-    Views are not counted (None): counting one runs its query, and staging's views deduplicate every
-    raw row (3 minutes at 10M transactions), the realtime view computes its speed layer. The tables
-    they feed are counted: the validated tables hold every staged row.
-    """
-    nodes = {**manifest.get("nodes", {}), **manifest.get("sources", {})}
-    counted: dict[str, int | None] = {}
-
-    def rows_of(unique_id: str) -> int | None:
-        if unique_id not in counted:
-            definition = nodes.get(unique_id) or {}
-            relation = definition.get("relation_name")
-            is_view = (definition.get("config") or {}).get("materialized") == "view"
-            counted[unique_id] = count_rows(connection, relation) if relation and not is_view else None
-        return counted[unique_id]
-
-    result = []
-    for node in node_results:
-        unique_id = str(node["unique_id"])
-        if node["resource_type"] not in ("model", "snapshot", "seed") or node["status"] != "success":
-            continue
-        definition = nodes.get(unique_id, {})
-        fqn = definition.get("fqn") or []
-        layer = fqn[1] if node["resource_type"] == "model" and len(fqn) > 2 else str(node["resource_type"])
-        parents = [rows_of(parent) for parent in definition.get("depends_on", {}).get("nodes", [])]
-        known = [rows for rows in parents if rows is not None]
-        result.append(
-            ModelRows(
-                unique_id=unique_id,
-                name=unique_id.split(".")[-1],
-                layer=layer,
-                resource_type=str(node["resource_type"]),
-                materialized=str((definition.get("config") or {}).get("materialized", "")),
-                relation_name=str(node.get("relation_name") or definition.get("relation_name") or ""),
-                rows_in=sum(known) if known else None,
-                rows_out=rows_of(unique_id),
-            )
-        )
-    return result
-
-
 def quarantine_counts(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int, str]]:
     """Rejected rows by source table and rule, with one sample reason of each; [] when the quarantine
     was never built."""
@@ -332,42 +253,3 @@ def quarantine_counts(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, 
         "select source_table, rejection_rule, count(*), min(rejection_reason) "
         "from intermediate.int_quarantined_rows group by all order by all"
     ).fetchall()
-
-
-@dataclass
-class RunRow:
-    run_id: str
-    command: str
-    target: str
-    run_date: dt.date
-    started_at: dt.datetime
-    seconds: float
-    status: str
-    message: str
-    rows_loaded: int | None
-    tests_passed: int
-    tests_failed: int
-
-
-def recent_runs(connection: duckdb.DuckDBPyConnection, limit: int = 10) -> list[RunRow]:
-    """The latest runs, newest first, with rows loaded and dbt test results."""
-    if not has_monitoring(connection):
-        return []
-    rows = connection.execute(
-        """
-        select
-            runs.run_id, runs.command, runs.target, runs.run_date, runs.started_at,
-            coalesce(runs.seconds, epoch(runs.ended_at - runs.started_at)), runs.status, coalesce(runs.message, ''),
-            coalesce(runs.rows_loaded, (select sum(rows_loaded) from monitoring.source_rows as s
-                                        where s.run_id = runs.run_id)),
-            (select count(*) from monitoring.dbt_node_results as n
-             where n.run_id = runs.run_id and n.resource_type = 'test' and n.status = 'pass'),
-            (select count(*) from monitoring.dbt_node_results as n
-             where n.run_id = runs.run_id and n.resource_type = 'test' and n.status in ('fail', 'error'))
-        from monitoring.pipeline_runs as runs
-        order by runs.started_at desc
-        limit ?
-        """,
-        [limit],
-    ).fetchall()
-    return [RunRow(*row) for row in rows]

@@ -2,27 +2,29 @@
 
     <data dir>/reports/index.html
 
-Runs (status, time per stage), rows loaded per source and rows per gold table over the runs, dbt
-test results, quarantined rows, source freshness, open alerts, and the distributions of the main
-features (the train split against the latest week). Charts are inline SVG (pipeline/svg.py): the
-page needs no server, script or network, so it can be attached to a ticket or published as is.
+From Dagster's records (orchestration/monitoring.py): runs (status, time per step), rows loaded per
+source and rows per gold table over the runs, dbt test results, open alerts, the load lineage (dlt
+load -> run -> dbt invocation). From the warehouse: quarantined rows, source freshness and the
+distributions of the main features (the train split against the latest week). Charts are inline
+SVG (pipeline/svg.py): the page needs no server, script or network, so it can be attached to a
+ticket or published as is.
 """
 
 import datetime as dt
 import math
-from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
 import duckdb
+from dagster import DagsterInstance
 
-from extract.load import data_dir
+from extract.load import data_dir, duckdb_path
+from orchestration.monitoring import LoadLineage, RunInfo, load_lineage, open_alerts, recent_runs, utc_now
+from orchestration.settings import on_duckdb
 from pipeline import svg
-from pipeline.alerts import Alert, open_alerts
+from pipeline.alerts import Alert
 from pipeline.console import age, log, seconds, timestamp
-from pipeline.monitoring import Freshness, has_monitoring, quarantine_counts, source_freshness
-from pipeline.retry import RetryPolicy
-from pipeline.run_log import utc_now
+from pipeline.monitoring import Freshness, quarantine_counts, source_freshness
 from pipeline.warehouse import WarehouseLocked, connect, relation_exists
 
 RUNS_SHOWN = 60
@@ -37,12 +39,12 @@ FEATURES = [
     "age",
 ]
 BINS = 20
-STAGE_COLORS = {
+STEP_COLORS = {
     "extract": svg.PALETTE[0],
-    "build": svg.PALETTE[1],
-    "export": svg.PALETTE[4],
-    "train": svg.PALETTE[6],
-    "realtime": svg.PALETTE[5],
+    "dbt_models": svg.PALETTE[1],
+    "training_set_export": svg.PALETTE[4],
+    "fraud_model": svg.PALETTE[6],
+    "checks": svg.PALETTE[8],
 }
 CSS = """
 body{font-family:system-ui,sans-serif;margin:0;background:#f6f7f9;color:#222}
@@ -58,142 +60,116 @@ table{border-collapse:collapse;font-size:12px;width:100%}th,td{text-align:left;p
 border-bottom:1px solid #eee;white-space:nowrap}th{color:#555;font-weight:600}
 td.muted{white-space:normal}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;color:#fff;font-size:11px}
-.success,.ok{background:#59a14f}.failed,.killed,.error{background:#e15759}.skipped,.never{background:#9a9a9a}
-.warn,.running{background:#e0a526}.alert{color:#b3261e;font-weight:600}.muted{color:#777}
+.success,.ok{background:#59a14f}.failure,.canceled,.error{background:#e15759}.skipped,.never{background:#9a9a9a}
+.warn,.started,.queued{background:#e0a526}.alert{color:#b3261e;font-weight:600}.muted{color:#777}
 """
-
-
-@dataclass
-class Run:
-    run_id: str
-    command: str
-    run_date: dt.date
-    started_at: dt.datetime
-    status: str
-    seconds: float
-    rows_loaded: int | None
-    message: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.run_date:%m-%d}"
 
 
 def report_file() -> Path:
     return data_dir() / "reports" / "index.html"
 
 
-def runs(connection: duckdb.DuckDBPyConnection) -> list[Run]:
-    rows = connection.execute(
-        """
-        select * from (
-            select run_id, command, run_date, started_at, status,
-                coalesce(seconds, epoch(ended_at - started_at)), rows_loaded, coalesce(message, '')
-            from monitoring.pipeline_runs order by started_at desc limit ?
-        ) order by started_at
-        """,
-        [RUNS_SHOWN],
-    ).fetchall()
-    return [Run(*row) for row in rows]
+def label(run: RunInfo) -> str:
+    return f"{run.partition[5:] or '-'} {run.started_at:%H:%M}" if run.started_at else run.run_id[:8]
 
 
-def per_run(connection: duckdb.DuckDBPyConnection, sql: str, run_ids: list[str]) -> dict[str, dict[str, float]]:
-    """{series: {run_id: value}} from a query of (run_id, series, value) over `run_ids`."""
-    result: dict[str, dict[str, float]] = {}
-    for run_id, name, value in connection.execute(sql, [run_ids]).fetchall():
-        result.setdefault(str(name), {})[run_id] = float(value or 0)
-    return result
+def step_group(step: str) -> str:
+    return "extract" if step.startswith("extract_") else step if step in STEP_COLORS else "checks"
 
 
-def run_charts(connection: duckdb.DuckDBPyConnection, shown: list[Run]) -> list[str]:
-    ids, labels = [run.run_id for run in shown], [run.label for run in shown]
-    stage_seconds = per_run(
-        connection,
-        "select run_id, stage, seconds from monitoring.pipeline_stage_runs where run_id in (select unnest(?))",
-        ids,
-    )
-    loaded = per_run(
-        connection,
-        "select run_id, source, sum(rows_loaded) from monitoring.source_rows "
-        "where run_id in (select unnest(?)) group by all",
-        ids,
-    )
-    gold = per_run(
-        connection,
-        "select run_id, name, rows_out from monitoring.model_row_counts "
-        "where layer = 'marts' and materialized <> 'view' and run_id in (select unnest(?))",
-        ids,
-    )
-    tests = per_run(
-        connection,
-        "select run_id, status, count(*) from monitoring.dbt_node_results "
-        "where resource_type = 'test' and run_id in (select unnest(?)) group by all",
-        ids,
-    )
-    label_of = dict(zip(ids, labels, strict=True))
-    built = [i for i in ids if any(i in values for values in gold.values())]  # builds that succeeded
-    tested = [i for i in ids if any(i in values for values in tests.values())]  # builds, failed ones too
-    stages = {name: [stage_seconds[name].get(i, 0.0) for i in ids] for name in STAGE_COLORS if name in stage_seconds}
-    colors = {name: STAGE_COLORS[name] for name in stages}
-    test_colors = {"pass": "#59a14f", "warn": "#e0a526", "fail": "#e15759", "error": "#8b1a1a"}
+def run_charts(shown: list[RunInfo]) -> list[str]:
+    """Charts over the runs shown (oldest first)."""
+    labels = [label(run) for run in shown]
+    steps: dict[str, list[float]] = {name: [0.0] * len(shown) for name in STEP_COLORS}
+    for index, run in enumerate(shown):
+        for step, (_, took) in run.steps.items():
+            steps[step_group(step)][index] += took
+    steps = {name: values for name, values in steps.items() if any(values)}
+    sources = sorted({source for run in shown for source in run.rows_loaded})
+    loaded = [run for run in shown if run.rows_loaded]
+    built = [run for run in shown if run.gold_rows]
+    tables = sorted({table for run in built for table in run.gold_rows})
+    tested = [run for run in shown if run.tests]
+    test_colors = {"pass": "#59a14f", "warn": "#e0a526", "fail": "#e15759"}
+    statuses = [status for status in test_colors if any(run.tests.get(status) for run in tested)]
     return [
         svg.stacked_bars(
-            "Run duration by stage (strip: run status)", labels, stages, colors, [run.status for run in shown], " s"
+            "Run duration by step (strip: run status)",
+            labels,
+            steps,
+            {name: STEP_COLORS[name] for name in steps},
+            [run.status.lower() for run in shown],
+            " s",
         ),
         svg.line_chart(
             "Rows loaded per run, by source",
-            labels,
-            {name: [values.get(i, 0.0) for i in ids] for name, values in sorted(loaded.items())},
+            [label(run) for run in loaded],
+            {source: [float(run.rows_loaded.get(source, 0)) for run in loaded] for source in sources},
         ),
         svg.line_chart(
             "Rows in each gold table after each successful build",
-            [label_of[i] for i in built],
-            {name: [values.get(i) for i in built] for name, values in sorted(gold.items())},
+            [label(run) for run in built],
+            {table: [run.gold_rows.get(table) for run in built] for table in tables},
         ),
         svg.stacked_bars(
             "dbt tests per build",
-            [label_of[i] for i in tested],
-            {s: [tests[s].get(i, 0.0) for i in tested] for s in test_colors if s in tests},
-            {s: c for s, c in test_colors.items() if s in tests},
+            [label(run) for run in tested],
+            {s: [float(run.tests.get(s, 0)) for run in tested] for s in statuses},
+            {s: test_colors[s] for s in statuses},
         ),
     ]
 
 
-def runs_table(shown: list[Run]) -> str:
+def runs_table(shown: list[RunInfo]) -> str:
     rows = "".join(
-        f"<tr><td>{escape(run.run_id)}</td><td>{escape(run.command)}</td><td>{run.run_date}</td>"
+        f"<tr><td>{escape(run.run_id[:8])}</td><td>{escape(run.job)}</td><td>{escape(run.partition)}</td>"
         f"<td>{timestamp(run.started_at)}</td><td class=n>{seconds(run.seconds)}</td>"
-        f"<td><span class='badge {run.status}'>{run.status}</span></td>"
-        f"<td class=n>{'' if run.rows_loaded is None else f'{run.rows_loaded:,}'}</td>"
+        f"<td><span class='badge {run.status.lower()}'>{run.status.lower()}</span></td>"
+        f"<td class=n>{'' if run.total_rows_loaded is None else f'{run.total_rows_loaded:,}'}</td>"
+        f"<td>{escape(run.alerts if run.alerts != 'none' else '')}</td>"
         f"<td class=muted>{escape(run.message.splitlines()[0] if run.message else '')[:140]}</td></tr>"
         for run in reversed(shown[-15:])
     )
     return (
-        "<table><tr><th>run</th><th>command</th><th>run date</th><th>started (UTC)</th><th>time</th>"
-        f"<th>status</th><th>rows loaded</th><th>message</th></tr>{rows}</table>"
+        "<table><tr><th>run</th><th>job</th><th>partition</th><th>started (UTC)</th><th>time</th>"
+        f"<th>status</th><th>rows loaded</th><th>alerts</th><th>message</th></tr>{rows}</table>"
     )
 
 
-def failing_tests(connection: duckdb.DuckDBPyConnection) -> str:
-    last = connection.sql(
-        "select run_id from monitoring.pipeline_runs where dbt_invocation_id is not null "
-        "order by started_at desc limit 1"
-    ).fetchall()
-    if not last:
+def failing_tests(shown: list[RunInfo]) -> str:
+    last = next((run for run in reversed(shown) if run.tests), None)
+    if last is None:
         return "<p class=muted>no build yet</p>"
-    rows = connection.execute(
-        "select unique_id, status, failures, message from monitoring.dbt_node_results "
-        "where run_id = ? and status in ('fail', 'error', 'warn') order by status, unique_id",
-        [last[0][0]],
-    ).fetchall()
-    if not rows:
-        return "<p>Every test of the latest build passed.</p>"
+    if not last.failing_tests:
+        return f"<p>Every test of the latest build (run {escape(last.run_id[:8])}) passed.</p>"
     body = "".join(
-        f"<tr><td>{escape(uid.split('.')[2])}</td><td><span class='badge {'warn' if s == 'warn' else 'failed'}'>"
-        f"{s}</span></td><td class=n>{f or 0:,}</td><td class=muted>{escape((m or '')[:160])}</td></tr>"
-        for uid, s, f, m in rows
+        f"<tr><td>{escape(test)}</td><td>{escape(asset)}</td>"
+        f"<td><span class='badge {'warn' if status == 'warn' else 'failure'}'>{status}</span></td>"
+        f"<td class=n>{rows:,}</td></tr>"
+        for test, asset, status, rows in last.failing_tests
     )
-    return f"<table><tr><th>node</th><th>status</th><th>failing rows</th><th>message</th></tr>{body}</table>"
+    return (
+        f"<p class=muted>run {escape(last.run_id[:8])}</p><table><tr><th>test</th><th>asset</th><th>status</th>"
+        f"<th>failing rows</th></tr>{body}</table>"
+    )
+
+
+def lineage_table(lineage: list[LoadLineage], gold_invocation: str | None) -> str:
+    if not lineage:
+        return "<p class=muted>no dlt loads recorded yet</p>"
+    body = "".join(
+        f"<tr><td>{escape(row.source)}</td><td>{escape(row.load_id)}</td><td>{escape(row.run_id[:8])}</td>"
+        f"<td>{escape(row.partition)}</td><td>{escape(row.run_status.lower())}</td>"
+        f"<td>{escape((row.built_by_run or '')[:8])}</td><td>{escape(row.dbt_invocation_id or 'not built yet')}</td>"
+        f"<td>{'yes' if gold_invocation and row.dbt_invocation_id == gold_invocation else ''}</td></tr>"
+        for row in lineage[:40]
+    )
+    return (
+        "<table><tr><th>source</th><th>dlt load id</th><th>loaded by run</th><th>partition</th><th>run status</th>"
+        "<th>built by run</th><th>dbt invocation</th><th>in the gold now</th></tr>"
+        f"{body}</table><p class=muted>gold now: dbt invocation {escape(gold_invocation or '-')} "
+        "(marts.preprocessing_parameters.fitted_by_invocation_id)</p>"
+    )
 
 
 def freshness_table(freshness: list[Freshness]) -> str:
@@ -301,13 +277,14 @@ def feature_section(connection: duckdb.DuckDBPyConnection) -> str:
     return f"{note}<div class=grid>{charts}</div><h2 style='margin-top:14px'>Training set</h2>{splits}"
 
 
-def kpis(shown: list[Run], alerts: list[Alert], freshness: list[Freshness]) -> str:
+def kpis(shown: list[RunInfo], alerts: list[Alert], freshness: list[Freshness]) -> str:
     last = shown[-1] if shown else None
     stale = sum(1 for f in freshness if f.state in ("warn", "error"))
+    loaded = last.total_rows_loaded if last else None
     items = [
-        (f"<span class='badge {last.status}'>{last.status}</span>" if last else "-", "last run"),
+        (f"<span class='badge {last.status.lower()}'>{last.status.lower()}</span>" if last else "-", "last run"),
         (seconds(last.seconds) if last else "-", "its duration"),
-        (f"{last.rows_loaded:,}" if last and last.rows_loaded is not None else "-", "rows it loaded"),
+        (f"{loaded:,}" if loaded is not None else "-", "rows it loaded"),
         (str(len(shown)), "runs shown"),
         (f"<span class={'alert' if alerts else ''}>{len(alerts)}</span>", "open alerts"),
         (str(stale), "stale sources"),
@@ -319,16 +296,25 @@ def kpis(shown: list[Run], alerts: list[Alert], freshness: list[Freshness]) -> s
     )
 
 
-def render(connection: duckdb.DuckDBPyConnection, now: dt.datetime) -> str:
-    shown = runs(connection) if has_monitoring(connection) else []
-    alerts = open_alerts(connection) if relation_exists(connection, "monitoring", "alerts") else []
-    freshness = source_freshness(connection, now)
-    quarantined = quarantine_counts(connection)
-    charts = "".join(run_charts(connection, shown)) if shown else svg.empty("Runs", "no runs recorded yet")
+def gold_invocation(connection: duckdb.DuckDBPyConnection) -> str | None:
+    if not relation_exists(connection, "marts", "preprocessing_parameters"):
+        return None
+    rows = connection.sql("select fitted_by_invocation_id from marts.preprocessing_parameters").fetchall()
+    return rows[0][0] if rows else None
+
+
+def render(instance: DagsterInstance, connection: duckdb.DuckDBPyConnection | None, now: dt.datetime) -> str:
+    """The page from Dagster's records and (`connection`) the warehouse; None: a warehouse not on DuckDB
+    or not built yet."""
+    shown = recent_runs(instance, RUNS_SHOWN)[::-1]  # oldest first
+    alerts = open_alerts(instance, now)
+    freshness = source_freshness(connection, now) if connection else []
+    quarantined = quarantine_counts(connection) if connection else []
+    charts = "".join(run_charts(shown)) if shown else svg.empty("Runs", "no runs recorded yet")
     sections = [
         ("Alerts", alerts_block(alerts)),
         ("Runs", f"<div class=grid>{charts}</div>{runs_table(shown)}"),
-        ("Tests of the latest build", failing_tests(connection) if shown else ""),
+        ("Tests of the latest build", failing_tests(shown)),
         (
             "Quarantined rows, by source table and rule",
             svg.horizontal_bars(
@@ -338,24 +324,35 @@ def render(connection: duckdb.DuckDBPyConnection, now: dt.datetime) -> str:
             ),
         ),
         ("Source freshness (time since dlt last loaded rows)", freshness_table(freshness)),
-        ("Feature distributions (marts.fct_transaction_features)", feature_section(connection)),
+        (
+            "Load lineage (dlt load -> Dagster run -> dbt invocation)",
+            lineage_table(load_lineage(shown[::-1]), gold_invocation(connection) if connection else None),
+        ),
+        (
+            "Feature distributions (marts.fct_transaction_features)",
+            feature_section(connection) if connection else "<p class=muted>no local warehouse</p>",
+        ),
     ]
     body = "".join(f"<section><h2>{title}</h2>{content}</section>" for title, content in sections)
     return (
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>ml-features pipeline report</title>"
         f"<meta name=viewport content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>"
-        f"<header><h1>ml-features pipeline report</h1><p>generated {timestamp(now)} UTC from the run log in "
-        f"the warehouse's monitoring schema</p></header><main>{kpis(shown, alerts, freshness)}<br>{body}</main>"
-        "</body></html>\n"
+        f"<header><h1>ml-features pipeline report</h1><p>generated {timestamp(now)} UTC from the Dagster "
+        f"instance's run history and the warehouse</p></header><main>{kpis(shown, alerts, freshness)}<br>{body}"
+        "</main></body></html>\n"
     )
 
 
-def write_report(duckdb_path: str, policy: RetryPolicy | None = None, path: Path | None = None) -> Path | None:
+def write_report(instance: DagsterInstance, path: Path | None = None) -> Path | None:
     """Regenerate the report; None (and a log line) when the warehouse is locked."""
     path = path or report_file()
+    now = utc_now()
     try:
-        with connect(duckdb_path, read_only=True, policy=policy, prefix="[report] ") as connection:
-            html = render(connection, utc_now())
+        if on_duckdb() and Path(duckdb_path()).exists():
+            with connect(duckdb_path(), read_only=True) as connection:
+                html = render(instance, connection, now)
+        else:
+            html = render(instance, None, now)
     except WarehouseLocked as error:
         log(f"[report] not regenerated: {error}")
         return None

@@ -1,71 +1,90 @@
-"""`pipeline status`: the last runs, each source's freshness, backfill progress and the open alerts."""
+"""`pipeline status`: the last runs and backfills (from the Dagster instance at DAGSTER_HOME), each
+source's freshness (the warehouse) and the open alerts (orchestration/monitoring.py).
 
-import json
+Exit codes: 0, 1 when there is nothing to show yet, 3 with --strict when an alert is open.
+"""
+
+import datetime as dt
 import os
 
 import duckdb
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from extract.load import duckdb_path
-from pipeline.alerts import open_alerts
+from orchestration.instance import dagster_home, fail_dead_runs, get_instance
+from orchestration.monitoring import open_alerts, recent_runs, utc_now
+from orchestration.settings import on_duckdb
 from pipeline.console import age, log, seconds, timestamp
-from pipeline.monitoring import has_monitoring, recent_runs, source_freshness
-from pipeline.retry import RetryPolicy
-from pipeline.run_journal import is_alive
-from pipeline.run_log import pending_file, utc_now
-from pipeline.runner import EXIT_ALERTS, EXIT_FAILED, EXIT_OK
-from pipeline.warehouse import WarehouseLocked, connect, relation_exists
+from pipeline.monitoring import source_freshness
+from pipeline.warehouse import WarehouseLocked, connect
+
+EXIT_OK, EXIT_FAILED, EXIT_ALERTS = 0, 1, 3
+BACKFILLS_SHOWN = 3
 
 
-def show_status(runs: int = 10, strict: bool = False, policy: RetryPolicy | None = None) -> int:
-    path = duckdb_path()
-    if not os.path.exists(path):
-        log(f"no warehouse at {path} yet: run `pipeline run` (or `make run`) first")
-        return EXIT_FAILED
-    try:
-        with connect(path, read_only=True, policy=policy, prefix="[status] ") as connection:
-            return print_status(connection, runs, strict)
-    except WarehouseLocked as error:
-        log(f"status unavailable: {error}")
-        return EXIT_FAILED
-
-
-def unrecorded_runs() -> dict[str, str]:
-    """run id -> status of the runs a locked warehouse kept out of the run log (recorded by the next run)."""
-    try:
-        lines = pending_file().read_text().splitlines()
-    except OSError:
-        return {}
-    runs = [json.loads(line) for line in lines if line.strip()]
-    return {run["run_id"]: run["status"] for run in runs}
-
-
-def print_status(connection: duckdb.DuckDBPyConnection, runs: int, strict: bool) -> int:
+def show_status(runs: int = 10, strict: bool = False) -> int:
+    home = dagster_home()
+    instance = get_instance()
+    for run_id in fail_dead_runs(instance):
+        log(f"[status] recorded run {run_id} as failed: its process was killed")
     now = utc_now()
-    log(f"warehouse {duckdb_path()}  (now {timestamp(now)} UTC)")
+    log(f"Dagster instance {home}  warehouse {duckdb_path()}  (now {timestamp(now)} UTC)")
+    print_runs(instance, runs)
+    print_backfills(instance)
+    print_freshness(now)
+    alerts = open_alerts(instance, now)
+    log(f"\nopen alerts: {len(alerts) or 'none'}")
+    for alert in alerts:
+        log(f"  {alert.line()}")
+    return EXIT_ALERTS if strict and alerts else EXIT_OK
+
+
+def print_runs(instance: DagsterInstance, limit: int) -> None:
     log("\nlast runs")
-    rows = recent_runs(connection, runs) if has_monitoring(connection) else []
-    if not rows:
-        log("  none recorded yet")
-    unrecorded = unrecorded_runs()
-    for run in rows:
-        if run.status == "running" and run.run_id in unrecorded:
-            run.status, run.message = unrecorded[run.run_id], f"kept in {pending_file()} (the warehouse was locked)"
-        elif run.status == "running" and not is_alive(run.run_id):
-            run.status, run.message = "killed", "ended without recording an outcome; the next run records what it did"
+    shown = recent_runs(instance, limit)
+    if not shown:
+        log("  none yet: run `pipeline run` (or `make run`)")
+    for run in shown:
+        loaded = f"{run.total_rows_loaded:,} rows loaded" if run.total_rows_loaded is not None else ""
         tests = (
-            f"tests {run.tests_passed} passed, {run.tests_failed} failed"
-            if run.tests_passed or run.tests_failed
+            f"tests {run.tests.get('pass', 0)} passed, {run.tests.get('warn', 0)} warned, "
+            f"{run.tests.get('fail', 0)} failed"
+            if run.tests
             else ""
         )
-        loaded = f"{run.rows_loaded:,} rows loaded" if run.rows_loaded is not None else ""
+        alerts = f"alerts: {run.alerts}" if run.alerts and run.alerts != "none" else ""
         log(
-            f"  {run.run_id}  {run.command:<8} {run.run_date}  {timestamp(run.started_at)}  "
-            f"{seconds(run.seconds):>10}  {run.status:<8} {loaded:<20} {tests}"
+            f"  {run.run_id[:8]}  {run.job:<14} {run.partition or '-':<10}  {timestamp(run.started_at)}  "
+            f"{seconds(run.seconds):>10}  {run.status.lower():<8} {loaded:<20} {tests}  {alerts}".rstrip()
         )
-        if run.status in ("failed", "killed") and run.message:
+        if run.message:
             log(f"      {run.message.splitlines()[0][:160]}")
+
+
+def print_backfills(instance: DagsterInstance) -> None:
+    for backfill in instance.get_backfills(limit=BACKFILLS_SHOWN):
+        filters = RunsFilter(tags={"dagster/backfill": backfill.backfill_id})
+        done = instance.get_runs_count(RunsFilter(tags=filters.tags, statuses=[DagsterRunStatus.SUCCESS]))
+        failed = instance.get_runs_count(RunsFilter(tags=filters.tags, statuses=[DagsterRunStatus.FAILURE]))
+        days = backfill.partition_names or []
+        span = f" between {min(days)} and {max(days)}" if days else ""
+        log(
+            f"\nbackfill {backfill.backfill_id}: {backfill.status.value.lower()}, {len(days)} day(s){span}: "
+            f"{done} run(s) succeeded, {failed} failed"
+        )
+
+
+def print_freshness(now: dt.datetime) -> None:
+    if not on_duckdb() or not os.path.exists(duckdb_path()):
+        return
     log("\nsource freshness (time since dlt last loaded rows; dbt source freshness thresholds)")
-    for source in source_freshness(connection, now):
+    try:
+        with connect(duckdb_path(), read_only=True) as connection:
+            freshness = source_freshness(connection, now)
+    except (WarehouseLocked, duckdb.Error) as error:
+        log(f"  unavailable: {error}")
+        return
+    for source in freshness:
         lag = age(source.lag_seconds) if source.lag_seconds is not None else "-"
         limits = "/".join(age(v) if v else "-" for v in (source.warn_after, source.error_after))
         log(
@@ -73,15 +92,3 @@ def print_status(connection: duckdb.DuckDBPyConnection, runs: int, strict: bool)
             f"last rows {timestamp(source.last_rows_loaded_at)}   {source.rows:>10,} raw rows   "
             f"(warn/error after {limits})"
         )
-    if relation_exists(connection, "monitoring", "backfill_days"):
-        backfill = connection.sql(
-            "select target, count(*) filter (where status = 'done'), count(*) filter (where status = 'failed'), "
-            "min(day), max(day) from monitoring.backfill_days group by all order by all"
-        ).fetchall()
-        for target, done, failed, first, last in backfill:
-            log(f"\nbackfill ({target}): {done} day(s) done, {failed} failed, between {first} and {last}")
-    alerts = open_alerts(connection) if relation_exists(connection, "monitoring", "alerts") else []
-    log(f"\nopen alerts: {len(alerts) or 'none'}")
-    for alert in alerts:
-        log(f"  {alert.line()}")
-    return EXIT_ALERTS if strict and alerts else EXIT_OK

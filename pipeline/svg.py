@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from html import escape
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
-STATUS_COLORS = {"success": "#59a14f", "failed": "#e15759", "skipped": "#bab0ac", "running": "#edc948"}
+# Dagster's run statuses, lower case
+STATUS_COLORS = {
+    "success": "#59a14f",
+    "failure": "#e15759",
+    "canceled": "#bab0ac",
+    "started": "#edc948",
+    "queued": "#edc948",
+}
 WIDTH, HEIGHT = 640, 250
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 34, 44
 
