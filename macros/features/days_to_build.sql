@@ -1,16 +1,21 @@
 {#-
-    days_to_build(transactions, built_date_column): a select of the distinct `transaction_date`s an
-    incremental-by-day model must (re)build, as `build_date`:
+    days_to_build(transactions, built_date_column, changed_days): a select of the distinct
+    `transaction_date`s an incremental-by-day model must (re)build, as `build_date`:
       * from_date / to_date when given (vars, or ML_FEATURES_FROM_DATE / _TO_DATE) (the pipeline passes the day it runs, so re-running
         a day replaces exactly that day's rows);
       * on an incremental run, the last `reprocess_days` days already built and every later day,
         plus any day that received rows in a dlt load newer than the newest load already built
-        (late-arriving rows);
+        (late-arriving rows), and every day from the earliest `changed_date` of `changed_days` on:
+        the model compares what it holds with its input there (a transaction new, moved to another
+        day, changed in what the features read, no longer valid, or valid now), so a run decides
+        from the model's own rows, whatever runs (or subset builds of its parents) came before;
+        a change reaches the windows of the later days, so they are rebuilt too;
       * on a full build, every day.
     `transactions` needs transaction_date and source_load_id; the model itself needs
-    `built_date_column` and source_load_id.
+    `built_date_column` and source_load_id; `changed_days` (a CTE name, read only on an incremental
+    run without from_date) has `changed_date`.
 -#}
-{% macro days_to_build(transactions, built_date_column) %}
+{% macro days_to_build(transactions, built_date_column, changed_days) %}
     select distinct transactions.transaction_date as build_date
     from {{ transactions }} as transactions
     {% if run_setting('from_date') %}
@@ -24,8 +29,13 @@
                 max(source_load_id) as last_built_load_id
             from {{ this }}
         ) as already_built
+        cross join (
+            select min(changed_date) as first_changed_date
+            from {{ changed_days }}
+        ) as changed
         where
             already_built.last_built_date is null
+            or transactions.transaction_date >= changed.first_changed_date
             or transactions.transaction_date
             >= {{ dbt.dateadd('day', -1 * var('reprocess_days'), 'already_built.last_built_date') }}
             or transactions.source_load_id > already_built.last_built_load_id

@@ -27,8 +27,32 @@ events as (
     where rejection_rule is null
 ),
 
+-- on an incremental run without given days: the days where the transactions the model holds differ
+-- from its input in what the windows read (new, no longer valid, valid now, moved: the earlier day)
+changed_days as (
+    {%- if is_incremental() and not run_setting('from_date') %}
+        select
+            least(
+                coalesce(transactions.transaction_date, built.transaction_date),
+                coalesce(built.transaction_date, transactions.transaction_date)
+            ) as changed_date
+        from transactions
+        full outer join {{ this }} as built
+            on transactions.transaction_id = built.transaction_id
+        where
+            transactions.transaction_id is null
+            or built.transaction_id is null
+            or transactions.user_id is distinct from built.user_id
+            or transactions.created_at is distinct from built.created_at
+            or transactions.amount_usd is distinct from built.amount_usd
+            or transactions.device_group is distinct from built.device_group
+    {%- else %}
+        select cast(null as date) as changed_date
+    {%- endif %}
+),
+
 days_to_build as (
-    {{ days_to_build('transactions', 'transaction_date') }}
+    {{ days_to_build('transactions', 'transaction_date', 'changed_days') }}
 ),
 
 history_start as (

@@ -22,8 +22,38 @@ users as (
     select * from {{ ref('int_users_cleaned') }}
 ),
 
+-- on an incremental run without given days: the user days the model holds that differ from its
+-- input (a transaction new, moved, changed in a newer load, no longer valid or valid now)
+changed_days as (
+    {%- if is_incremental() and not run_setting('from_date') %}
+        select coalesce(built.feature_date, user_days.transaction_date) as changed_date
+        from (
+            select
+                user_id,
+                transaction_date,
+                count(*) as txn_count,
+                max(created_at) as last_transaction_at,
+                max(source_load_id) as source_load_id
+            from transactions
+            group by 1, 2
+        ) as user_days
+        full outer join {{ this }} as built
+            on
+                user_days.user_id = built.user_id
+                and user_days.transaction_date = built.feature_date
+        where
+            user_days.user_id is null
+            or built.user_id is null
+            or user_days.txn_count != built.user_txn_count_1d
+            or user_days.last_transaction_at is distinct from built.last_transaction_at
+            or user_days.source_load_id is distinct from built.source_load_id
+    {%- else %}
+        select cast(null as date) as changed_date
+    {%- endif %}
+),
+
 days_to_build as (
-    {{ days_to_build('transactions', 'feature_date') }}
+    {{ days_to_build('transactions', 'feature_date', 'changed_days') }}
 ),
 
 history_start as (
