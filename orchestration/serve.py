@@ -1,0 +1,195 @@
+"""`make dagster`: the Dagster UI (webserver) and daemon (schedule, sensor, backfills, run queue) on
+127.0.0.1, with DAGSTER_HOME under the data folder and telemetry off, until Ctrl-C.
+
+    python -m orchestration.serve [--port 3000]
+
+Two processes, each in a session of its own so a signal reaches it (and the code server it starts)
+only when we send one: `dagster-webserver -m orchestration.definitions` and `dagster-daemon run -m
+orchestration.definitions`. Separate processes rather than `dagster dev`: a test can start the
+daemon alone, and stopping them leaves no code server behind (`dagster dev` leaves its code server
+to time out). On Ctrl-C or SIGTERM both process groups get SIGTERM, then SIGKILL for whatever is
+still there after STOP_TIMEOUT seconds; a run in progress is ended with them (run monitoring marks
+it failed and run retries start it again at the next start).
+"""
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+from orchestration.instance import dagster_home
+
+MODULE = "orchestration.definitions"
+HOST = "127.0.0.1"
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+START_TIMEOUT = 180.0
+STOP_TIMEOUT = 20.0
+
+Output = IO[bytes] | IO[str] | int | None
+
+
+def environment() -> dict[str, str]:
+    """This environment with DAGSTER_HOME (`<data dir>/dagster` by default) and telemetry off."""
+    return {**os.environ, "DAGSTER_HOME": str(dagster_home()), "DAGSTER_DISABLE_TELEMETRY": "1"}
+
+
+def start(command: list[str], output: Output = None) -> subprocess.Popen[bytes]:
+    """`command` in a new session (its own process group), output to `output` (default: ours)."""
+    return subprocess.Popen(
+        command,
+        cwd=PROJECT_DIR,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+        start_new_session=True,
+    )
+
+
+def start_webserver(port: int, output: Output = None) -> subprocess.Popen[bytes]:
+    """The Dagster UI on http://127.0.0.1:<port> (see `url`); `wait_until_up` waits for it."""
+    command = [str(BIN / "dagster-webserver"), "-m", MODULE, "-d", str(PROJECT_DIR), "-h", HOST, "-p", str(port)]
+    return start(command, output)
+
+
+def start_daemon(output: Output = None) -> subprocess.Popen[bytes]:
+    """The Dagster daemon: schedules, sensors, backfills and the run queue of DAGSTER_HOME."""
+    return start([str(BIN / "dagster-daemon"), "run", "-m", MODULE, "-d", str(PROJECT_DIR)], output)
+
+
+def url(port: int) -> str:
+    return f"http://{HOST}:{port}"
+
+
+WORKSPACE_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries {
+    name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def wait_until_up(
+    address: str, process: subprocess.Popen[bytes] | None = None, timeout: float = START_TIMEOUT
+) -> float:
+    """Wait until the webserver at `address` answers with its code location loaded; return the
+    seconds waited. RuntimeError when the definitions do not load or `process` ends first,
+    TimeoutError after `timeout` seconds."""
+    started = time.monotonic()
+    query = json.dumps({"query": WORKSPACE_QUERY}).encode()
+    request = urllib.request.Request(f"{address}/graphql", data=query, headers={"Content-Type": "application/json"})
+    while time.monotonic() - started < timeout:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{' '.join(map(str, process.args))} ended with exit code {process.returncode}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                entries = json.load(answer)["data"]["workspaceOrError"].get("locationEntries", [])
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError):
+            entries = []
+        loaded = [entry for entry in entries if entry["loadStatus"] == "LOADED"]
+        for entry in loaded:
+            if (location := entry["locationOrLoadError"] or {}).get("__typename") == "PythonError":
+                raise RuntimeError(f"{entry['name']} did not load: {location['message'].strip()}")
+        if loaded:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise TimeoutError(f"{address} did not serve the code location within {timeout:.0f} s")
+
+
+def group_alive(group: int) -> bool:
+    """Whether process group `group` still has a member that is not a zombie."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
+def signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        pass
+
+
+def stop(*processes: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM to the process group of each of `processes` (started by `start_*`: each leads its
+    own), wait until no member is left, SIGKILL the groups still there after `timeout` seconds."""
+    for process in processes:
+        signal_group(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    while any(group_alive(process.pid) for process in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for process in processes:
+        if group_alive(process.pid):
+            signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+class Stopped(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def serve(port: int) -> int:
+    """Start both, print the URL, wait for Ctrl-C/SIGTERM (or one of them ending), stop both."""
+    signal.signal(signal.SIGINT, raise_stopped)
+    signal.signal(signal.SIGTERM, raise_stopped)
+    processes: list[subprocess.Popen[bytes]] = []
+    exit_code = 0
+    try:
+        started = time.monotonic()
+        home = dagster_home()
+        processes += [start_webserver(port), start_daemon()]
+        print(f"dagster: starting the UI and the daemon (DAGSTER_HOME={home}) ...", flush=True)
+        wait_until_up(url(port), processes[0])
+        print(f"dagster: the UI is up on {url(port)} ({time.monotonic() - started:.1f} s); Ctrl-C stops it", flush=True)
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.5)
+        ended = next(process for process in processes if process.poll() is not None)
+        print(f"dagster: {Path(str(ended.args[0])).name} ended with exit code {ended.returncode}", file=sys.stderr)
+        exit_code = 1
+    except Stopped as signal_name:
+        print(f"dagster: {signal_name}: stopping the UI and the daemon", flush=True)
+    except (RuntimeError, TimeoutError) as error:
+        print(f"dagster: {error}", file=sys.stderr)
+        exit_code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop(*processes)
+    print("dagster: stopped", flush=True)
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestration.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DAGSTER_PORT", "3000")))
+    return serve(parser.parse_args(argv).port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
