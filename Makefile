@@ -9,7 +9,7 @@ DEMO_DIR := data/demo
 .DEFAULT_GOAL := help
 BENCH_SCALES ?= 100000,1000000,10000000
 BENCH_MEMORY_LIMIT ?= 2GB
-.PHONY: help setup demo-data run test lint build bench docs docs-serve clean example
+.PHONY: help setup demo-data run test lint build bench docs docs-serve clean example dagster
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,11 @@ docs: setup ## dbt docs generate (+ one-file static_index.html, coverage check);
 docs-serve: setup ## make docs, then serve the docs site on http://localhost:8080 (DOCS_PORT=...)
 	-$(MAKE) --no-print-directory docs
 	$(BIN)/dbt docs serve --port $(DOCS_PORT) --no-browser
+
+DAGSTER_PORT ?= 3000
+
+dagster: setup ## the Dagster UI on http://127.0.0.1:3000 (DAGSTER_PORT=...) and its daemon (schedule, sensor, backfills) until Ctrl-C
+	$(BIN)/python -m orchestration.serve --port $(DAGSTER_PORT)
 
 clean: ## remove the warehouse, demo data, exports and dbt artifacts (keeps .venv)
 	rm -rf data target logs
