@@ -107,6 +107,8 @@ def publish_file() -> None:
     retry_policy=RETRY,
 )
 def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: BuildConfig) -> Iterator[object]:
+    if on_duckdb():
+        publish_file()  # gold a killed run's orphaned dbt (or a `dbt build` by hand) published: readers get it now
     settings = run_settings(day_of(context.partition_key), config.full_refresh)
     days = f" for {settings['from_date']} .. {settings['to_date']}" if "from_date" in settings else ""
     log(f"[build] dbt build{days} (run_date {settings['run_date']})")
@@ -125,6 +127,9 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: Buil
                 last = now
             yield event
     summary = DbtSummary(success=invocation.is_successful())
+    if not (invocation.target_path / "run_results.json").exists():  # dbt was killed (or crashed) mid-build
+        code = invocation.process.returncode
+        raise transient(f"dbt build ended without results (exit code {code}): killed or crashed; gold not published")
     summarise(invocation.get_artifact("run_results.json"), summary)
     if not summary.success:
         text = "\n".join(summary.failures)

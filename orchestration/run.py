@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import AssetKey
+from dagster._core.utils import make_new_run_id
 
 from extract.load import data_dir
 from orchestration.instance import PID_TAG, dagster_home, fail_dead_runs, get_instance
@@ -77,19 +78,24 @@ def run_day(options: RunOptions) -> int:
     from orchestration.summary import print_summary
 
     instance = get_instance()
-    for run_id in fail_dead_runs(instance):
-        log(f"[run] recorded run {run_id} as failed: its process was killed")
+    for dead in fail_dead_runs(instance):
+        log(f"[run] recorded run {dead} as failed: its process was killed")
     job = defs.resolve_job_def(daily_job.name)
     config = QUIET_LOGS | (
         {"ops": {"dbt_models": {"config": {"full_refresh": True}}}}
         if options.full_refresh and not options.skip_build
         else {}
     )
-    log(f"[run] daily job, partition {options.day}, target {os.environ.get('DBT_TARGET', 'dev')} (DAGSTER_HOME {home})")
+    run_id = make_new_run_id()
+    log(
+        f"[run] {run_id}: daily job, partition {options.day}, target {os.environ.get('DBT_TARGET', 'dev')} "
+        f"(DAGSTER_HOME {home})"
+    )
     log(f"[run] dbt's and dlt's own output: {output}")
     with output.open("a") as stream, pinned_output(), contextlib.redirect_stdout(stream):
         result = job.execute_in_process(
             partition_key=options.day.isoformat(),
+            run_id=run_id,
             instance=instance,
             run_config=config,
             asset_selection=selected_assets(options, ASSETS),
