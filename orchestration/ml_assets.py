@@ -31,6 +31,7 @@ MODEL = AssetKey("fraud_model")
     description="data/exports/training_set/version=<content hash>/date=YYYY-MM-DD/*.parquet + manifest.json",
 )
 def training_set_export(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+    log("[export] started")
     if not on_duckdb():
         log("[export] skipped: the export reads the local published file (target bigquery)")
         return
@@ -76,6 +77,7 @@ def skipped(reason: str) -> AssetObservation:
     description="data/models/training_set-<version>/model.joblib + metrics.json, trained on the latest export",
 )
 def fraud_model(context: AssetExecutionContext) -> Iterator[MaterializeResult | AssetObservation]:
+    log("[train] started")
     if not on_duckdb():
         log("[train] skipped: training reads the local export (target bigquery)")
         return
