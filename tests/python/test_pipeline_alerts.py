@@ -1,188 +1,199 @@
-"""Alert rules against a run log with a made-up history: row drops against the trailing average,
-stages slower than twice their usual time, an error rate over 1%; an alert's life from open to
-resolved; `--strict` turning open alerts into a non-zero exit."""
+"""Alerts from what Dagster records, through real `pipeline run`s on a demo data set: a source that
+delivers far fewer rows (the row-drop asset check warns, and clears when it delivers again), a step
+slowed by a warehouse lock (retried, over twice its usual time), a failed run (error rate over 1%);
+`pipeline status --strict`, the report and the metrics read it all from the Dagster instance."""
 
 import contextlib
 import datetime as dt
 import io
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import duckdb
 import pytest
-from conftest import demo_environment
+from conftest import TEST_SCALE, TEST_SEED, demo_environment
+from dagster import (
+    AssetCheckKey,
+    AssetCheckSeverity,
+    AssetKey,
+    DagsterEventType,
+    Definitions,
+    build_run_status_sensor_context,
+)
 
-from pipeline.alerts import Alert, evaluate, open_alerts, record
-from pipeline.cli import main
-from pipeline.run_log import ModelRows, RunRecord, StageRecord, ensure_schema, insert_run
+from demo.generate import generate
+from orchestration.instance import get_instance
+from orchestration.monitoring import (
+    ALERT_TAG,
+    ALERTS_TAG,
+    GOLD_ROWS_CHECK,
+    ROWS_LOADED_CHECK,
+    SENSORS,
+    after_run,
+    alerts_after_failure,
+    monitoring_checks,
+    open_alerts,
+    utc_now,
+)
+from orchestration.run import RunOptions, run_day
+from pipeline.status import show_status
 
-NOW = dt.datetime(2026, 11, 25, 12, 0)
+DAY = dt.date(2026, 11, 30)
+CHARGEBACKS = AssetKey(["chargebacks", "chargebacks"])
+HOLD_LOCK = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
 
 
-def past_run(
-    hours_ago: float,
-    rows: int = 1000,
-    build_seconds: float = 20.0,
-    gold_rows: int = 5000,
-    status: str = "success",
-    command: str = "run",
-) -> RunRecord:
-    started = NOW - dt.timedelta(hours=hours_ago)
-    run = RunRecord(command=command, target="dev", run_date=started.date(), started_at=started, status=status)
-    run.stages = [
-        StageRecord("extract", started, started + dt.timedelta(seconds=4), "success", rows_out=rows),
-        StageRecord(
-            "build",
-            started + dt.timedelta(seconds=4),
-            started + dt.timedelta(seconds=4 + build_seconds),
-            "success" if status == "success" else "failed",
-        ),
-        StageRecord("export", started, started + dt.timedelta(seconds=0.5), "success"),
-    ]
-    run.ended_at = run.stages[1].ended_at
-    run.source_rows = [("events", "events", rows * 3 // 4), ("app", "transactions", rows - rows * 3 // 4)]
-    run.model_rows = [
-        ModelRows("model.ml_features.training_set", "training_set", "marts", "model", "table", "t", 9, gold_rows),
-        ModelRows("model.ml_features.stg_x", "stg_x", "staging", "model", "view", "s", 9, gold_rows // 10),
-    ]
-    return run
+def wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitoring checks and sensors in the Definitions `pipeline run` materializes (a no-op once
+    orchestration/definitions.py lists them itself)."""
+    import orchestration.definitions as definitions
+    from orchestration.dbt_project import manifest_path
+
+    if any(key.name == ROWS_LOADED_CHECK for key in definitions.defs.resolve_asset_graph().asset_check_keys):
+        return
+    checks = monitoring_checks(json.loads(manifest_path().read_text()), definitions.dbt_models)
+    wired = Definitions.merge(definitions.defs, Definitions(asset_checks=checks, sensors=SENSORS))
+    monkeypatch.setattr(definitions, "defs", wired)
 
 
 @pytest.fixture
-def log_db(tmp_path: Path) -> duckdb.DuckDBPyConnection:
-    connection = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    ensure_schema(connection)
-    yield connection
-    connection.close()
-
-
-def history(connection: duckdb.DuckDBPyConnection, *runs: RunRecord) -> None:
-    for run in runs:
-        insert_run(connection, run)
-
-
-def firing(connection: duckdb.DuckDBPyConnection, run: RunRecord) -> dict[tuple[str, str], Alert]:
-    insert_run(connection, run)
-    return {alert.key: alert for alert in evaluate(connection, run, NOW).firing}
-
-
-def steady(connection: duckdb.DuckDBPyConnection) -> None:
-    """An initial load far bigger than the rest (left out of baselines), then four ordinary days."""
-    history(connection, past_run(100, rows=100_000), *(past_run(90 - 10 * i, rows=1000 + 10 * i) for i in range(4)))
-
-
-def test_rows_dropping_more_than_20_percent_alert(log_db: duckdb.DuckDBPyConnection) -> None:
-    steady(log_db)
-    assert firing(log_db, past_run(1, rows=900)) == {}  # -10%: normal variation
-    alerts = firing(log_db, past_run(0.5, rows=700, gold_rows=3000))
-    assert set(alerts) == {
-        ("row_drop", "rows_loaded:all"),
-        ("row_drop", "rows_loaded:events"),
-        ("row_drop", "rows_loaded:app"),
-        ("row_drop", "model_rows:training_set"),
-    }
-    message = alerts[("row_drop", "rows_loaded:all")].message
-    assert message.startswith("rows loaded from all sources: 700 rows, -29% against the average 992")
-    assert "of the previous 5 runs (alert below -20%)" in message  # the initial load is not in the baseline
-
-
-def test_no_baseline_no_row_alert(log_db: duckdb.DuckDBPyConnection) -> None:
-    history(log_db, past_run(30, rows=100_000), past_run(20))
-    assert firing(log_db, past_run(1, rows=10)) == {}  # one ordinary run is not a trailing average
-
-
-def test_a_stage_over_twice_its_usual_time_alerts(log_db: duckdb.DuckDBPyConnection) -> None:
-    history(log_db, *(past_run(50 - i, build_seconds=20 + i) for i in range(4)))
-    assert ("slow_stage", "stage:build") not in firing(log_db, past_run(2, build_seconds=35))
-    alerts = firing(log_db, past_run(1, build_seconds=50))
-    assert set(alerts) == {("slow_stage", "stage:build")}
-    assert "stage build took 50.0 s, 2.3x its usual 22.0 s" in alerts[("slow_stage", "stage:build")].message
-
-
-def test_an_error_rate_over_1_percent_alerts_and_resolves(log_db: duckdb.DuckDBPyConnection) -> None:
-    history(log_db, past_run(30, status="failed"), past_run(20))
-    quiet = past_run(1)
-    assert ("error_rate", "runs") not in firing(log_db, quiet)  # the failure is older than 24 h
-    failed = past_run(0.5, status="failed")
-    alerts = firing(log_db, failed)
-    assert alerts[("error_rate", "runs")].message.startswith("1 of the 3 runs of the last 24 h failed (33%")
-    open_now, _ = record(log_db, failed, evaluate(log_db, failed, NOW), NOW)
-    assert [alert.key for alert in open_now] == [("error_rate", "runs")]
-
-
-def test_an_alert_stays_open_until_a_run_checks_it_and_it_no_longer_fires(log_db: duckdb.DuckDBPyConnection) -> None:
-    steady(log_db)
-    drop = past_run(3, rows=500)
-    insert_run(log_db, drop)
-    open_now, _ = record(log_db, drop, evaluate(log_db, drop, NOW), NOW)
-    assert ("row_drop", "rows_loaded:all") in {alert.key for alert in open_now}
-    skipped = past_run(2, status="skipped")
-    skipped.stages, skipped.source_rows, skipped.model_rows = [], [], []
-    insert_run(log_db, skipped)
-    open_now, resolved = record(log_db, skipped, evaluate(log_db, skipped, NOW), NOW)
-    assert resolved == [] and ("row_drop", "rows_loaded:all") in {alert.key for alert in open_now}
-    recovered = past_run(1, rows=1050)
-    insert_run(log_db, recovered)
-    open_now, resolved = record(log_db, recovered, evaluate(log_db, recovered, NOW), NOW)
-    assert ("row_drop", "rows_loaded:all") in {alert.key for alert in resolved}
-    assert open_alerts(log_db) == open_now == []
-    [(status, opened_by, resolved_by)] = log_db.execute(
-        "select status, opened_by_run, resolved_by_run from monitoring.alerts where subject = 'rows_loaded:all'"
-    ).fetchall()
-    assert (status, opened_by, resolved_by) == ("resolved", drop.run_id, recovered.run_id)
-
-
-def test_strict_turns_open_alerts_into_exit_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key, value in demo_environment(tmp_path).items():
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    data = tmp_path / "data"
+    generate(data / "demo", seed=TEST_SEED, scale=TEST_SCALE)
+    for key, value in demo_environment(data).items():
         monkeypatch.setenv(key, value)
-    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as connection:
-        ensure_schema(connection)
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        failed = past_run(0, status="failed")
-        failed.started_at = failed.ended_at = now - dt.timedelta(hours=1)
-        insert_run(connection, failed)
-    skip = ["--skip-extract", "--skip-build", "--skip-export", "--skip-train"]
-    outputs = {}
-    for args, expected in ((["run", *skip], 0), (["run", *skip, "--strict"], 3), (["status", "--strict"], 3)):
-        output = io.StringIO()
-        with contextlib.redirect_stdout(output):
-            assert main(args) == expected, output.getvalue()
-        outputs[" ".join(args[:1] + args[-1:])] = output.getvalue()
-    assert all("ALERT [error_rate] 1 of the " in output for output in outputs.values())
-    assert "--strict: 1 open alert(s): exit 3" in outputs["run --strict"]
-    assert "open alerts: 1" in outputs["status --strict"]
-    metrics = (tmp_path / "metrics" / "pipeline.prom").read_text()
-    assert 'ml_features_alerts_open{rule="error_rate"} 1' in metrics and "ml_features_run_failures_total 1" in metrics
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    wire(monkeypatch)
+    return data
 
 
-def test_a_warned_test_alerts_until_a_build_runs_it_and_it_passes(log_db: duckdb.DuckDBPyConnection) -> None:
-    def with_test(run: RunRecord, status: str, failures: int) -> RunRecord:
-        run.node_results = [
-            {
-                "invocation_id": "i",
-                "unique_id": "test.ml_features.null_rate_below_x.abc",
-                "resource_type": "test",
-                "status": status,
-                "seconds": 0.1,
-                "failures": failures,
-                "message": "",
-                "relation_name": None,
-            }
-        ]
-        return run
+def deliver_chargebacks(data: Path, day: int, rows: int) -> None:
+    """A new weekly chargebacks file in the bucket, with `rows` reports."""
+    folder = data / "demo" / "bucket" / "chargebacks" / f"reported_date=2026-11-{day:02d}"
+    folder.mkdir(parents=True)
+    lines = "".join(f"{9_000_000 + day * 1000 + i},2026-11-{day:02d} 10:00:00,fraud\n" for i in range(rows))
+    (folder / "chargebacks.csv").write_text("transaction_id,reported_at,reason\n" + lines)
 
-    warned = with_test(past_run(2), "warn", 12)
-    insert_run(log_db, warned)
-    opened, _ = record(log_db, warned, evaluate(log_db, warned, NOW), NOW)
-    [alert] = [alert for alert in opened if alert.rule == "warned_test"]
-    assert alert.subject == "test:null_rate_below_x" and alert.value == 12
-    assert alert.line().startswith("ALERT [warned_test] dbt test null_rate_below_x warned: 12 failing rows")
-    # a build that does not run the test leaves it open; one where it passes resolves it
-    other = past_run(1.5)
-    insert_run(log_db, other)
-    still, _ = record(log_db, other, evaluate(log_db, other, NOW), NOW)
-    assert any(alert.rule == "warned_test" for alert in still)
-    passed = with_test(past_run(1), "pass", 0)
-    insert_run(log_db, passed)
-    after, resolved = record(log_db, passed, evaluate(log_db, passed, NOW), NOW)
-    assert [alert.subject for alert in resolved] == ["test:null_rate_below_x"]
-    assert not any(alert.rule == "warned_test" for alert in after)
+
+def pipeline_run(build: bool = False, sources: tuple[str, ...] | None = ("chargebacks",)) -> tuple[int, str]:
+    """`pipeline run` for DAY, then what follows a run; (exit code, run id)."""
+    code = run_day(RunOptions(day=DAY, sources=sources, skip_build=not build, skip_export=True, skip_train=True))
+    instance = get_instance()
+    run_id = instance.get_run_records(limit=1)[0].dagster_run.run_id
+    after_run(instance, run_id)  # run_day's own call (orchestration/run.py) does the same again
+    return code, run_id
+
+
+def alerts_now() -> dict[tuple[str, str], str]:
+    return {alert.key: alert.line() for alert in open_alerts(get_instance())}
+
+
+def test_alerts_fire_in_dagster_and_clear(data_dir: Path) -> None:
+    # the first run loads every source and builds: the gold row counts are checked (no baseline yet)
+    code, first = pipeline_run(build=True, sources=None)
+    assert code == 0
+    instance = get_instance()
+    gold = {
+        entry.dagster_event.asset_check_evaluation_data.asset_key.path[-1]: entry.dagster_event
+        for entry in instance.all_logs(first, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
+        if entry.dagster_event.asset_check_evaluation_data.check_name == GOLD_ROWS_CHECK
+    }
+    training = gold["training_set"].asset_check_evaluation_data
+    assert training.passed and training.metadata["rows"].value > 0
+    assert training.description.startswith("no baseline yet")
+
+    # three weeks of ordinary chargeback deliveries: the baseline (the initial load is not in it)
+    for day, rows in ((2, 100), (9, 110), (16, 90)):
+        deliver_chargebacks(data_dir, day, rows)
+        assert pipeline_run()[0] == 0
+    assert not [key for key in alerts_now() if key[0] == "row_drop"]
+
+    # far fewer rows: the check on the raw table warns (the run still succeeds)
+    deliver_chargebacks(data_dir, 23, 40)
+    code, dropped = pipeline_run()
+    assert code == 0
+    check = AssetCheckKey(CHARGEBACKS, ROWS_LOADED_CHECK)
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([check])[check]
+    evaluation = latest.event.dagster_event.asset_check_evaluation_data
+    assert latest.run_id == dropped and not evaluation.passed and evaluation.severity == AssetCheckSeverity.WARN
+    subject = ("row_drop", f"{ROWS_LOADED_CHECK}:chargebacks/chargebacks")
+    assert alerts_now()[subject].startswith(
+        "ALERT [row_drop] rows loaded into chargebacks.chargebacks: 40 rows, -60% against the average 100 "
+        "of the previous 3 (alert below -20%)"
+    )
+
+    # a run whose extract waits out a warehouse lock (retried by Dagster) takes over twice its usual
+    # time; it brings no new rows, so the row check is skipped and its alert stays open
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(data_dir / "warehouse.duckdb"), "12"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, slow = pipeline_run()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 0
+    [extract] = [step for step in instance.get_run_step_stats(slow) if step.step_key == "extract_chargebacks"]
+    assert extract.attempts >= 2  # retried while the lock was held
+    alerts = alerts_now()
+    assert alerts[("slow_step", "extract_chargebacks")].startswith("ALERT [slow_step] step extract_chargebacks took ")
+    assert subject in alerts
+    tags = instance.get_run_by_id(slow).tags
+    assert tags[ALERTS_TAG] == "slow_step" and f"{ALERT_TAG}slow_step.extract_chargebacks" in tags
+
+    # an ordinary delivery and duration again: both alerts are resolved
+    deliver_chargebacks(data_dir, 30, 95)
+    code, recovered = pipeline_run()
+    assert code == 0
+    assert not [key for key in alerts_now() if key[0] in ("row_drop", "slow_step")]
+    assert instance.get_run_by_id(recovered).tags[ALERTS_TAG] == "none"
+
+    # a failed run (the bucket is gone): 1 of 8 runs of the last 24 h failed
+    bucket = data_dir / "demo" / "bucket"
+    shutil.move(bucket, data_dir / "bucket-away")
+    code, failed = pipeline_run()
+    assert code == 1
+    alerts = alerts_now()
+    assert alerts[("error_rate", "runs")].startswith("ALERT [error_rate] 1 of the 8 runs of the last 24 h failed (12%")
+    assert instance.get_run_by_id(failed).tags[ALERTS_TAG] == "error_rate"
+    # under the daemon, the run failure sensor does the same after a failed run
+    [failure] = instance.all_logs(failed, of_type=DagsterEventType.RUN_FAILURE)
+    sensor_context = build_run_status_sensor_context(
+        "alerts_after_failure", failure.dagster_event, instance, instance.get_run_by_id(failed)
+    )
+    assert "ALERT [error_rate] 1 of the 8 runs" in alerts_after_failure(sensor_context.for_run_failure()).skip_message
+    later = utc_now() + dt.timedelta(hours=25)
+    assert not [alert for alert in open_alerts(instance, later) if alert.rule == "error_rate"]
+
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert show_status(runs=10, strict=True) == 3
+        assert show_status(runs=10) == 0
+    text = output.getvalue()
+    assert f"{failed[:8]}  daily" in text and "failure" in text and "demo data" in text
+    assert "open alerts: 1" in text and "ALERT [error_rate] 1 of the 8 runs" in text
+
+    # the report and the metrics, from the same records
+    html = (data_dir / "reports" / "index.html").read_text()
+    assert "ALERT [error_rate] 1 of the 8 runs" in html and failed[:8] in html and dropped[:8] in html
+    invocation = json.loads(next((data_dir / "target").glob(f"dbt_models-{first[:7]}-*/run_results.json")).read_text())
+    assert invocation["metadata"]["invocation_id"] in html  # the load lineage: first run's loads -> its dbt build
+    assert "<script" not in html and "src=" not in html  # one self-contained page
+    metrics = (data_dir / "metrics" / "pipeline.prom").read_text()
+    for line in (
+        'ml_features_alerts_open{rule="error_rate"} 1',
+        'ml_features_alerts_open{rule="row_drop"} 0',
+        "ml_features_run_failures_total 1",
+        'ml_features_runs_total{status="success"} 7',
+        "ml_features_last_run_success 0",
+        f'ml_features_gold_rows{{table="training_set"}} {training.metadata["rows"].value}',
+    ):
+        assert line in metrics, line
