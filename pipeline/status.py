@@ -1,7 +1,7 @@
 """`pipeline status`: the last runs and backfills (from the Dagster instance at DAGSTER_HOME), each
 source's freshness (the warehouse) and the open alerts (orchestration/monitoring.py).
 
-Exit codes: 0, 1 when there is nothing to show yet, 3 with --strict when an alert is open.
+Exit codes: 0, and 3 with --strict when an alert is open.
 """
 
 import datetime as dt

@@ -38,6 +38,7 @@ from orchestration.monitoring import (
     utc_now,
 )
 from orchestration.run import RunOptions, run_day
+from pipeline.alerts import DEFAULT_LIMITS, error_rate, row_drop, slow_step
 from pipeline.status import show_status
 
 DAY = dt.date(2026, 11, 30)
@@ -197,3 +198,16 @@ def test_alerts_fire_in_dagster_and_clear(data_dir: Path) -> None:
         f'ml_features_gold_rows{{table="training_set"}} {training.metadata["rows"].value}',
     ):
         assert line in metrics, line
+
+
+def test_rules_at_their_thresholds() -> None:
+    history = [100.0, 110.0, 90.0, 100.0]
+    assert row_drop("s", "rows", 81, history, DEFAULT_LIMITS) is None  # -19%
+    assert row_drop("s", "rows", 79, history, DEFAULT_LIMITS).message.startswith("rows: 79 rows, -21% against")
+    assert row_drop("s", "rows", 1, history[:2], DEFAULT_LIMITS) is None  # two loads are no trailing average
+    assert row_drop("s", "rows", 10, [100.0] * 7 + [1e9], DEFAULT_LIMITS).baseline == 100  # the last 7 only
+    assert slow_step("dbt_models", 41, [20.0, 21.0, 19.0], DEFAULT_LIMITS).baseline == 20  # 2.05x the median
+    assert slow_step("dbt_models", 39, [20.0, 21.0, 19.0], DEFAULT_LIMITS) is None  # 1.95x
+    assert slow_step("extract_fx", 4.5, [1.0, 1.0, 1.0], DEFAULT_LIMITS) is None  # 4.5x, but 3.5 s longer
+    assert error_rate(0, 50, DEFAULT_LIMITS) is None and error_rate(1, 100, DEFAULT_LIMITS) is None  # 1% is not over
+    assert error_rate(1, 99, DEFAULT_LIMITS).message.startswith("1 of the 99 runs of the last 24 h failed (1%")
