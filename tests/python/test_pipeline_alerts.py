@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,9 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> None:
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "data"
     generate(data / "demo", seed=TEST_SEED, scale=TEST_SCALE)
+    # most ages missing: two dbt tests of severity warn find rows (the run succeeds)
+    with contextlib.closing(sqlite3.connect(data / "demo" / "app.sqlite")) as app, app:
+        app.execute("update users set age = null where user_id % 10 < 6")
     for key, value in demo_environment(data).items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
@@ -109,6 +113,9 @@ def test_alerts_fire_in_dagster_and_clear(data_dir: Path) -> None:
     training = gold["training_set"].asset_check_evaluation_data
     assert training.passed and training.metadata["rows"].value > 0
     assert training.description.startswith("no baseline yet")
+    warned = [line for key, line in alerts_now().items() if key[0] == "warned_test"]
+    assert len(warned) == 2 and all("null_rate_below_int_users_cleaned_age" in line for line in warned)
+    assert "failing row" in warned[0]
 
     # three weeks of ordinary chargeback deliveries: the baseline (the initial load is not in it)
     for day, rows in ((2, 100), (9, 110), (16, 90)):
@@ -180,7 +187,7 @@ def test_alerts_fire_in_dagster_and_clear(data_dir: Path) -> None:
         assert show_status(runs=10) == 0
     text = output.getvalue()
     assert f"{failed[:8]}  daily" in text and "failure" in text and "demo data" in text
-    assert "open alerts: 1" in text and "ALERT [error_rate] 1 of the 8 runs" in text
+    assert "open alerts: 3" in text and "ALERT [error_rate] 1 of the 8 runs" in text  # and the 2 warned tests
 
     # the report and the metrics, from the same records
     html = (data_dir / "reports" / "index.html").read_text()
@@ -192,6 +199,7 @@ def test_alerts_fire_in_dagster_and_clear(data_dir: Path) -> None:
     for line in (
         'ml_features_alerts_open{rule="error_rate"} 1',
         'ml_features_alerts_open{rule="row_drop"} 0',
+        'ml_features_alerts_open{rule="warned_test"} 2',
         "ml_features_run_failures_total 1",
         'ml_features_runs_total{status="success"} 7',
         "ml_features_last_run_success 0",
