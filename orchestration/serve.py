@@ -24,7 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
-from orchestration.instance import dagster_home
+from orchestration.dbt_project import manifest_path
+from orchestration.instance import dagster_home, get_instance
 
 MODULE = "orchestration.definitions"
 HOST = "127.0.0.1"
@@ -41,8 +42,18 @@ def environment() -> dict[str, str]:
     return {**os.environ, "DAGSTER_HOME": str(dagster_home()), "DAGSTER_DISABLE_TELEMETRY": "1"}
 
 
+def prepare() -> None:
+    """Make what the processes would otherwise race to create on a first start: dbt's manifest (each
+    code server imports the definitions, which `dbt parse` into one target folder) and the instance's
+    SQLite storage (each process creates it: 'alembic_version has more than one head')."""
+    manifest_path()
+    with get_instance():
+        pass
+
+
 def start(command: list[str], output: Output = None) -> subprocess.Popen[bytes]:
     """`command` in a new session (its own process group), output to `output` (default: ours)."""
+    prepare()
     return subprocess.Popen(
         command,
         cwd=PROJECT_DIR,
@@ -162,9 +173,9 @@ def serve(port: int) -> int:
     exit_code = 0
     try:
         started = time.monotonic()
-        home = dagster_home()
-        processes += [start_webserver(port), start_daemon()]
-        print(f"dagster: starting the UI and the daemon (DAGSTER_HOME={home}) ...", flush=True)
+        print(f"dagster: starting the UI and the daemon (DAGSTER_HOME={dagster_home()}) ...", flush=True)
+        processes.append(start_webserver(port))
+        processes.append(start_daemon())
         wait_until_up(url(port), processes[0])
         print(f"dagster: the UI is up on {url(port)} ({time.monotonic() - started:.1f} s); Ctrl-C stops it", flush=True)
         while all(process.poll() is None for process in processes):
