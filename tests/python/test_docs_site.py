@@ -1,18 +1,12 @@
 """The dbt docs site: generated from the built warehouse, fully documented, and its lineage graph
 renders in a real browser from the raw sources to the training set and the model that trains on it.
 
-The browser test drives Debian's `chromium` headless over the DevTools protocol on a pipe
-(`--remote-debugging-pipe`), so it needs no Python browser driver. It is skipped only when
-chromium is missing and CI is not set; `.ci/run` installs chromium.
+The browser test drives Debian's `chromium` headless (conftest.HeadlessChromium). It is skipped
+only when chromium is missing and CI is not set; `.ci/run` installs chromium.
 """
 
-import base64
-import fcntl
 import json
-import os
-import select
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO_ROOT, RUN_DATE, Warehouse
+from conftest import ARTIFACTS_DIR, REPO_ROOT, RUN_DATE, HeadlessChromium, Warehouse, reachable
 
 from pipeline.dbt_runner import run_dbt, target_path
 
@@ -37,8 +31,6 @@ RAW_TO_TRAINING = (
     "model.ml_features.fct_transaction_features",
     TRAINING_SET,
 )
-ARTIFACTS_DIR = Path(os.environ.get("ML_FEATURES_TEST_ARTIFACTS", REPO_ROOT / "data" / "test-artifacts"))
-VIEWPORT = {"width": 1600, "height": 1000}
 
 
 @pytest.fixture(scope="module")
@@ -137,130 +129,6 @@ def upstream(parent_map: dict[str, list[str]], unique_id: str) -> set[str]:
     return seen
 
 
-def find_chromium() -> str | None:
-    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
-
-
-class HeadlessChromium:
-    """Chromium headless, driven with DevTools protocol messages on fds 3 (to it) and 4 (from it)."""
-
-    def __init__(self, binary: str, profile_dir: Path, log_file: Path) -> None:
-        to_browser_read, self._to_browser = os.pipe()
-        self._from_browser, from_browser_write = os.pipe()
-
-        def pipes_to_fds_3_and_4() -> None:  # runs in the child, between fork and exec
-            read_end = fcntl.fcntl(to_browser_read, fcntl.F_DUPFD, 10)
-            write_end = fcntl.fcntl(from_browser_write, fcntl.F_DUPFD, 10)
-            os.dup2(read_end, 3)
-            os.dup2(write_end, 4)
-
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
-        flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
-        flags += [f"--user-data-dir={profile_dir}", "--remote-debugging-pipe", "--hide-scrollbars"]
-        flags += [f"--window-size={VIEWPORT['width']},{VIEWPORT['height']}", "about:blank"]
-        self.log_file = log_file
-        with log_file.open("wb") as log:
-            # python's own fds are not inheritable, so only 0-4 reach chromium
-            self.process = subprocess.Popen(
-                [binary, *flags],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                close_fds=False,
-                preexec_fn=pipes_to_fds_3_and_4,
-                start_new_session=True,
-            )
-        os.close(to_browser_read)
-        os.close(from_browser_write)
-        self._buffer = b""
-        self._last_id = 0
-        self.session = ""
-
-    def _receive(self, deadline: float) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            ready, _, _ = select.select([self._from_browser], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise TimeoutError(f"chromium did not answer in time; its log: {self.log_tail()}")
-            chunk = os.read(self._from_browser, 1 << 16)
-            if not chunk:
-                raise RuntimeError(f"chromium closed the DevTools pipe; its log: {self.log_tail()}")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(message)
-
-    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
-        """Send one command (to the attached page once there is one) and return its result."""
-        self._last_id += 1
-        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params or {}}
-        if self.session and not method.startswith(("Target.", "Browser.")):
-            message["sessionId"] = self.session
-        os.write(self._to_browser, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            answer = self._receive(deadline)
-            if answer.get("id") == self._last_id:  # anything else is an event: not needed here
-                if "error" in answer:
-                    raise RuntimeError(f"{method}: {answer['error']}")
-                return answer["result"]
-
-    def open_page(self) -> None:
-        page = next(target for target in self.send("Target.getTargets")["targetInfos"] if target["type"] == "page")
-        self.session = self.send("Target.attachToTarget", {"targetId": page["targetId"], "flatten": True})["sessionId"]
-        self.send("Emulation.setDeviceMetricsOverride", {**VIEWPORT, "deviceScaleFactor": 1, "mobile": False})
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression[:80]}...: {result['exceptionDetails'].get('exception', result)}")
-        return result["result"].get("value")
-
-    def wait_for(self, expression: str, what: str, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = self.evaluate(expression)
-            if value:
-                return value
-            time.sleep(0.2)
-        raise TimeoutError(f"the docs site never showed {what}")
-
-    def screenshot(self) -> bytes:
-        return base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
-
-    def log_tail(self) -> str:
-        return self.log_file.read_text(errors="replace")[-1500:] if self.log_file.exists() else ""
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=5)
-        except (OSError, RuntimeError, TimeoutError):
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)  # the session we started: chromium and its helpers
-            self.process.wait(timeout=10)
-        os.close(self._to_browser)
-        os.close(self._from_browser)
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[HeadlessChromium]:
-    binary = find_chromium()
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI is set but chromium is missing: .ci/run installs it with apt-get install chromium")
-        pytest.skip("chromium is not installed (apt-get install chromium); CI always runs this test")
-    browser = HeadlessChromium(binary, tmp_path / "chromium-profile", tmp_path / "chromium.log")
-    try:
-        browser.open_page()
-        yield browser
-    finally:
-        browser.close()
-
-
 # what the lineage graph shows: cytoscape draws it on a canvas, so read the nodes and edges it drew
 RENDERED_GRAPH = """(() => {
     const graph = angular.element(document.body).injector().get('graph');
@@ -276,19 +144,6 @@ RENDERED_GRAPH = """(() => {
         viewport: [window.innerWidth, window.innerHeight]
     };
 })()"""
-
-
-def reachable(edges: list[list[str]], start: str) -> set[str]:
-    children: dict[str, list[str]] = {}
-    for parent, child in edges:
-        children.setdefault(parent, []).append(child)
-    seen, queue = {start}, deque([start])
-    while queue:
-        for child in children.get(queue.popleft(), []):
-            if child not in seen:
-                seen.add(child)
-                queue.append(child)
-    return seen
 
 
 def test_lineage_graph_renders_from_raw_source_to_training(docs_target: Path, chromium: HeadlessChromium) -> None:
