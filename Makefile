@@ -44,6 +44,7 @@ example: setup ## the public CDNOW purchase history (1997-98) as your own data: 
 	ML_FEATURES_DATA_DIR=$(EXAMPLE_DIR) DBT_TARGET_PATH=$(EXAMPLE_DIR)/target \
 	SOURCES__APP_DATABASE__DEMO=false SOURCES__APP_DATABASE__CREDENTIALS=sqlite:///$(abspath $(EXAMPLE_DIR))/app.sqlite \
 	SOURCES__EVENT_STREAM__ENABLED=false SOURCES__BUCKET_FILES__ENABLED=false SOURCES__FX_API__ENABLED=false \
+	ML_FEATURES_FIRST_DAY=1997-01-01 \
 	$(BIN)/pipeline run --date 1998-06-30
 
 build: setup ## dbt build on the current warehouse

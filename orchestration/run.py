@@ -15,6 +15,7 @@ from dagster._core.utils import make_new_run_id
 
 from extract.load import data_dir
 from orchestration.instance import PID_TAG, dagster_home, fail_dead_runs, get_instance
+from orchestration.partitions import FIRST_DAY
 from pipeline.console import log, pinned_output
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -68,6 +69,12 @@ def run_day(options: RunOptions) -> int:
     """Materialize the daily job for `options.day` in process; print a summary; the exit code."""
     if options.target:
         os.environ["DBT_TARGET"] = options.target  # read by the definitions' dbt resource and the extract
+    if options.day < dt.date.fromisoformat(FIRST_DAY) or options.day > utc_today():
+        log(
+            f"pipeline run: {options.day} is not a day the pipeline builds: from ML_FEATURES_FIRST_DAY ({FIRST_DAY}) "
+            "to today (UTC); for older data set ML_FEATURES_FIRST_DAY=YYYY-MM-DD"
+        )
+        return EXIT_FAILED
     try:
         home = dagster_home()
         output = log_file()
