@@ -7,10 +7,12 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,10 +47,10 @@ from pipeline.status import show_status
 DAY = dt.date(2026, 11, 30)
 CHARGEBACKS = AssetKey(["chargebacks", "chargebacks"])
 HOLD_LOCK = """
-import sys, time, duckdb
+import sys, duckdb
 connection = duckdb.connect(sys.argv[1])
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()
 """
 
 
@@ -137,18 +139,39 @@ def test_alerts_fire_in_dagster_and_clear(data_dir: Path) -> None:
         "of the previous 3 (alert below -20%)"
     )
 
-    # a run whose extract waits out a warehouse lock (retried by Dagster) takes over twice its usual
-    # time; it brings no new rows, so the row check is skipped and its alert stays open
+    # a run whose extract waits out a warehouse lock (Dagster retries it after 5 s, then 10 s more)
+    # takes over twice its usual time; it brings no new rows, so the row check is skipped and its
+    # alert stays open. The `pipeline` command in its own process: the retry waits are its settings.
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(data_dir / "warehouse.duckdb"), "12"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLD_LOCK, str(data_dir / "warehouse.duckdb")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    command = [sys.executable, "-m", "pipeline.cli", "run", "--date", DAY.isoformat(), "--sources", "chargebacks"]
+    settings = {"ML_FEATURES_RETRIES": "3", "ML_FEATURES_RETRY_WAIT": "5", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [*command, "--skip-build", "--skip-export", "--skip-train"],
+        env=os.environ | settings,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "locked"
-        code, slow = pipeline_run()
+        output = []
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("[extract] chargebacks started") and holder.poll() is None:
+                time.sleep(8)  # past the first retry (5 s after the first attempt): the second one gets in
+                holder.communicate("release\n")
+        process.wait()
     finally:
         holder.kill()
-        holder.wait()
-    assert code == 0
+        process.kill()
+    assert process.returncode == 0, "".join(output)
+    slow = instance.get_run_records(limit=1)[0].dagster_run.run_id
+    after_run(instance, slow)  # run_day's own call does the same
     [extract] = [step for step in instance.get_run_step_stats(slow) if step.step_key == "extract_chargebacks"]
     assert extract.attempts >= 2  # retried while the lock was held
     alerts = alerts_now()
