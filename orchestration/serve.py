@@ -8,8 +8,8 @@ only when we send one: `dagster-webserver -m orchestration.definitions` and `dag
 orchestration.definitions`. Separate processes rather than `dagster dev`: a test can start the
 daemon alone, and stopping them leaves no code server behind (`dagster dev` leaves its code server
 to time out). On Ctrl-C or SIGTERM both process groups get SIGTERM, then SIGKILL for whatever is
-still there after STOP_TIMEOUT seconds; a run in progress is ended with them (run monitoring marks
-it failed and run retries start it again at the next start).
+still there after STOP_TIMEOUT seconds. A run in progress is stopped with them: the run's process
+is a child of a code server, in its group.
 """
 
 import argparse
@@ -109,6 +109,23 @@ def wait_until_up(
             return time.monotonic() - started
         time.sleep(0.25)
     raise TimeoutError(f"{address} did not serve the code location within {timeout:.0f} s")
+
+
+def wait_until_daemon_up(process: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> float:
+    """Wait until each daemon the instance requires (scheduler, sensors, backfills, run queue, ...) has
+    written a heartbeat since now; return the seconds waited. RuntimeError when `process` (from
+    `start_daemon`) ends first, TimeoutError after `timeout` seconds."""
+    started, since = time.monotonic(), time.time()
+    with get_instance() as instance:
+        required = set(instance.get_required_daemon_types())
+        while time.monotonic() - started < timeout:
+            if process.poll() is not None:
+                raise RuntimeError(f"dagster-daemon ended with exit code {process.returncode}")
+            beating = {kind for kind, beat in instance.get_daemon_heartbeats().items() if beat.timestamp >= since}
+            if required <= beating:
+                return time.monotonic() - started
+            time.sleep(0.5)
+    raise TimeoutError(f"the daemons {sorted(required - beating)} sent no heartbeat within {timeout:.0f} s")
 
 
 def group_alive(group: int) -> bool:

@@ -141,6 +141,22 @@ def test_the_asset_graph_leads_from_the_app_transactions_source_to_the_training_
     assert groups[SOURCE] == "ingest" and groups[TRAINING_STEP] == "train"
 
 
+DAEMON_HEALTH = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy lastHeartbeatTime } } } }"
+
+
+def test_the_ui_sees_the_daemon_running(served: Served) -> None:
+    """The UI reads the daemon's heartbeats from the same DAGSTER_HOME (else it warns that no daemon runs)."""
+    deadline = time.monotonic() + 120
+    while True:
+        statuses = graphql(running(served), DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        required = {status["daemonType"]: status["healthy"] for status in statuses if status["required"]}
+        if required and all(required.values()):
+            break
+        assert time.monotonic() < deadline, f"daemons not running: {statuses}\n{log_tail(served)}"
+        time.sleep(1)
+    assert {"SCHEDULER", "SENSOR", "BACKFILL", "QUEUED_RUN_COORDINATOR"} <= set(required), required
+
+
 CLICK_SKIP = """(() => {
     const skip = [...document.querySelectorAll('[role=dialog] button')].find(b => b.innerText.trim() === 'Skip');
     if (skip) skip.click();
