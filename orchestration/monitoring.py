@@ -366,9 +366,12 @@ def after_run(instance: DagsterInstance, run_id: str, report: bool = True) -> li
     alerts = open_alerts(instance, now)
     for alert in alerts:
         log(alert.line())
-    write_metrics(instance, alerts, now)
-    if report:
-        write_report(instance)
+    try:
+        write_metrics(instance, alerts, now)
+        if report:
+            write_report(instance)
+    except (OSError, duckdb.Error) as error:  # a full disk, a folder that cannot be written: the run stands
+        log(f"[monitoring] metrics or report not written: {error}")
     return alerts
 
 

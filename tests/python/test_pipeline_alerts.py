@@ -230,6 +230,16 @@ def test_alerts_fire_in_dagster_and_clear(data_dir: Path) -> None:
     ):
         assert line in metrics, line
 
+    # a report that cannot be written is one line; the metrics and the run stand
+    shutil.rmtree(data_dir / "reports")
+    (data_dir / "reports").write_text("a file where the report folder goes")
+    (data_dir / "metrics" / "pipeline.prom").unlink()
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert len(after_run(instance, failed)) == 3
+    assert "[monitoring] metrics or report not written: " in output.getvalue()
+    assert "ml_features_last_run_success 0" in (data_dir / "metrics" / "pipeline.prom").read_text()
+
 
 def test_rules_at_their_thresholds() -> None:
     history = [100.0, 110.0, 90.0, 100.0]
