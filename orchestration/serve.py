@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -182,8 +183,16 @@ def raise_stopped(signum: int, _frame: object) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((HOST, port)) == 0
+
+
 def serve(port: int) -> int:
     """Start both, print the URL, wait for Ctrl-C/SIGTERM (or one of them ending), stop both."""
+    if port_in_use(port):  # else the UI found there could pass for ours
+        print(f"dagster: {HOST}:{port} is in use: choose another port (make dagster DAGSTER_PORT=...)", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGINT, raise_stopped)
     signal.signal(signal.SIGTERM, raise_stopped)
     processes: list[subprocess.Popen[bytes]] = []

@@ -265,6 +265,28 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def test_a_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment = {**os.environ, "ML_FEATURES_DATA_DIR": str(tmp_path), "DBT_TARGET_PATH": str(tmp_path / "target")}
+        serve = subprocess.run(
+            [sys.executable, "-m", "orchestration.serve", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env={key: value for key, value in environment.items() if key != "DAGSTER_HOME"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert serve.returncode == 2, serve.stderr
+    assert (
+        serve.stderr.strip()
+        == f"dagster: 127.0.0.1:{port} is in use: choose another port (make dagster DAGSTER_PORT=...)"
+    )
+
+
 def test_ctrl_c_stops_the_webserver_the_daemon_and_their_code_servers(served: Served) -> None:
     started = descendants(running(served).process.pid)
     commands = " ".join(started.values())
