@@ -18,7 +18,8 @@ import duckdb
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from extract.load import data_dir, duckdb_path
-from orchestration.monitoring import RunInfo, recent_runs, runs_failed
+from orchestration.history import RunInfo, recent_runs
+from orchestration.monitoring import runs_failed
 from orchestration.settings import on_duckdb
 from pipeline.alerts import DEFAULT_LIMITS, RULES, Alert
 from pipeline.monitoring import Freshness, source_freshness

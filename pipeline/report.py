@@ -19,7 +19,8 @@ import duckdb
 from dagster import DagsterInstance
 
 from extract.load import data_dir, duckdb_path
-from orchestration.monitoring import LoadLineage, RunInfo, load_lineage, open_alerts, recent_runs, utc_now
+from orchestration.history import LoadLineage, RunInfo, load_lineage, recent_runs
+from orchestration.monitoring import open_alerts, utc_now
 from orchestration.settings import on_duckdb
 from pipeline import svg
 from pipeline.alerts import Alert

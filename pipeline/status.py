@@ -11,8 +11,9 @@ import duckdb
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from extract.load import duckdb_path
+from orchestration.history import recent_runs
 from orchestration.instance import dagster_home, fail_dead_runs, get_instance
-from orchestration.monitoring import open_alerts, recent_runs, utc_now
+from orchestration.monitoring import open_alerts, utc_now
 from orchestration.settings import on_duckdb
 from pipeline.console import age, log, seconds, timestamp
 from pipeline.monitoring import source_freshness
