@@ -82,6 +82,7 @@ def run_day(options: RunOptions) -> int:
         log(f"pipeline run failed: cannot write {error.filename or data_dir()}: {error.strerror or error}")
         return EXIT_FAILED
     from orchestration.definitions import ASSETS, daily_job, defs  # after the settings above are in place
+    from orchestration.monitoring import after_run
     from orchestration.summary import print_summary
 
     instance = get_instance()
@@ -110,4 +111,5 @@ def run_day(options: RunOptions) -> int:
             raise_on_error=False,
         )
     print_summary(instance, result.run_id)
+    after_run(instance, result.run_id)  # slow steps, error rate, open alerts; the metrics file and the report
     return EXIT_OK if result.success else EXIT_FAILED

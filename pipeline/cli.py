@@ -4,6 +4,8 @@
                  [--full-refresh]
     pipeline export      the export step alone (versioned Parquet + manifest of the published training set)
     pipeline train       the training step alone (on the latest export)
+    pipeline status      the last runs and backfills (Dagster's), source freshness, open alerts
+    pipeline report      regenerate the HTML report (data/reports/index.html)
     pipeline doctor      check each configured source before a run (exit 1: a run would fail or produce nothing)
 
 `pipeline run` materializes the Dagster job `daily` for one day (a partition) without a daemon;
@@ -17,6 +19,7 @@ import sys
 
 from extract.load import SOURCES
 from orchestration.run import RunOptions, run_day, utc_today
+from pipeline.console import log
 
 
 def sources(text: str) -> tuple[str, ...]:
@@ -50,6 +53,22 @@ def train_command(_: argparse.Namespace) -> int:
     return run_day(RunOptions(day=utc_today(), skip_extract=True, skip_build=True, skip_export=True))
 
 
+def status_command(args: argparse.Namespace) -> int:
+    from pipeline.status import show_status
+
+    return show_status(args.runs, args.strict)
+
+
+def report_command(_: argparse.Namespace) -> int:
+    from orchestration.instance import get_instance
+    from pipeline.report import write_report
+
+    path = write_report(get_instance())
+    if path:
+        log(f"report {path}")
+    return 0 if path else 1
+
+
 def doctor_command(_: argparse.Namespace) -> int:
     from pipeline.doctor import run_doctor
 
@@ -71,6 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.set_defaults(handler=run_command)
     commands.add_parser("export", help="export the training set").set_defaults(handler=export_command)
     commands.add_parser("train", help="train on the latest export").set_defaults(handler=train_command)
+    status = commands.add_parser("status", help="last runs and backfills, source freshness, open alerts")
+    status.add_argument("--runs", type=int, default=10, help="how many runs to list (default 10)")
+    status.add_argument("--strict", action="store_true", help="exit 3 when an alert is open")
+    status.set_defaults(handler=status_command)
+    commands.add_parser("report", help="regenerate the HTML run report").set_defaults(handler=report_command)
     commands.add_parser("doctor", help="check each configured source before a run").set_defaults(handler=doctor_command)
     return parser.parse_args(argv)
 

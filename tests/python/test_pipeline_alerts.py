@@ -22,7 +22,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetKey,
     DagsterEventType,
-    Definitions,
     build_run_status_sensor_context,
 )
 
@@ -33,10 +32,8 @@ from orchestration.monitoring import (
     ALERTS_TAG,
     GOLD_ROWS_CHECK,
     ROWS_LOADED_CHECK,
-    SENSORS,
     after_run,
     alerts_after_failure,
-    monitoring_checks,
     open_alerts,
     utc_now,
 )
@@ -54,19 +51,6 @@ sys.stdin.readline()
 """
 
 
-def wire(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The monitoring checks and sensors in the Definitions `pipeline run` materializes (a no-op once
-    orchestration/definitions.py lists them itself)."""
-    import orchestration.definitions as definitions
-    from orchestration.dbt_project import manifest_path
-
-    if any(key.name == ROWS_LOADED_CHECK for key in definitions.defs.resolve_asset_graph().asset_check_keys):
-        return
-    checks = monitoring_checks(json.loads(manifest_path().read_text()), definitions.dbt_models)
-    wired = Definitions.merge(definitions.defs, Definitions(asset_checks=checks, sensors=SENSORS))
-    monkeypatch.setattr(definitions, "defs", wired)
-
-
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     data = tmp_path / "data"
@@ -77,7 +61,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for key, value in demo_environment(data).items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    wire(monkeypatch)
     return data
 
 
@@ -94,7 +77,6 @@ def pipeline_run(build: bool = False, sources: tuple[str, ...] | None = ("charge
     code = run_day(RunOptions(day=DAY, sources=sources, skip_build=not build, skip_export=True, skip_train=True))
     instance = get_instance()
     run_id = instance.get_run_records(limit=1)[0].dagster_run.run_id
-    after_run(instance, run_id)  # run_day's own call (orchestration/run.py) does the same again
     return code, run_id
 
 
@@ -171,7 +153,6 @@ def test_alerts_fire_in_dagster_and_clear(data_dir: Path) -> None:
         process.kill()
     assert process.returncode == 0, "".join(output)
     slow = instance.get_run_records(limit=1)[0].dagster_run.run_id
-    after_run(instance, slow)  # run_day's own call does the same
     [extract] = [step for step in instance.get_run_step_stats(slow) if step.step_key == "extract_chargebacks"]
     assert extract.attempts >= 2  # retried while the lock was held
     alerts = alerts_now()
