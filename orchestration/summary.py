@@ -58,6 +58,18 @@ def step_note(step: str, events: list, run_id: str) -> str:
     if step == "fraud_model" and materialized:
         metadata = materialized[0].materialization.metadata
         return f"validation ROC AUC {value(metadata, 'roc_auc'):.3f}, PR AUC {value(metadata, 'pr_auc'):.3f}"
+    checks = [
+        event.asset_check_evaluation_data
+        for event in events
+        if event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    if step.startswith("rows_loaded_") and not checks:
+        return "not evaluated: no rows loaded"
+    if checks and not materialized:  # a step of checks only (orchestration/monitoring.py)
+        failing = [check for check in checks if not check.passed]
+        return f"checks {len(checks) - len(failing)} passed, {len(failing)} warned" + (
+            f" ({', '.join(sorted({check.asset_key.to_user_string() for check in failing}))})" if failing else ""
+        )
     if observed:
         return f"skipped: {value(observed[0].asset_observation_data.asset_observation.metadata, 'skipped')}"
     return ""
@@ -91,7 +103,7 @@ def print_summary(instance: DagsterInstance, run_id: str) -> None:
         )
         state = step.status.value.lower() if step.status else "not run"
         note = step_note(step.step_key, step_events, run_id)
-        log(f"  {step.step_key:<20} {state:<8} {seconds(took):>10}  {note}{retried}")
+        log(f"  {step.step_key:<24} {state:<8} {seconds(took):>10}  {note}{retried}")
     for line in data_lines(dbt_results(run_id)):
         log(line)
     for event in events:
