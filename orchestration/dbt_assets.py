@@ -39,12 +39,12 @@ class BuildConfig(Config):
     full_refresh: bool = False
 
 
-def run_settings(day: dt.date, full_refresh: bool) -> dict[str, str]:
-    """run_date, and the range of days to (re)build: from the earliest day the loads finished since
-    the last publish can change (late rows, updates of what the features read:
-    monitoring.APP_AFFECTED_DAYS) to the day itself; its data tests check from the earliest day any
-    of those rows lands on (tested_from_date), so a status change is tested too."""
-    settings = {"run_date": day.isoformat()}
+def run_settings(day: dt.date, as_of: dt.date, full_refresh: bool) -> dict[str, str]:
+    """run_date (the gold's "as of"), and the range of days to (re)build: from the earliest day the
+    loads finished since the last publish can change (late rows, updates of what the features read:
+    monitoring.APP_AFFECTED_DAYS), or the day itself, to `as_of`; its data tests check from the
+    earliest day any of those rows lands on (tested_from_date), so a status change is tested too."""
+    settings = {"run_date": as_of.isoformat()}
     if full_refresh or not on_duckdb():
         return settings
     with connect(duckdb_path(), read_only=True) as connection:
@@ -53,9 +53,16 @@ def run_settings(day: dt.date, full_refresh: bool) -> dict[str, str]:
     tested_from_date = min(days.loaded or from_date, from_date)
     return settings | {
         "from_date": from_date.isoformat(),
-        "to_date": day.isoformat(),
+        "to_date": as_of.isoformat(),
         "tested_from_date": tested_from_date.isoformat(),
     }
+
+
+def newest_day_built(context: AssetExecutionContext) -> dt.date | None:
+    """The newest day whose gold was built (the training set's newest materialized partition)."""
+    [training_set] = [key for key in context.assets_def.keys if key.path[-1] == "training_set"]
+    built = context.instance.get_materialized_partitions(training_set)
+    return max(map(day_of, built), default=None)
 
 
 @contextmanager
@@ -109,7 +116,11 @@ def publish_file() -> None:
 def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: BuildConfig) -> Iterator[object]:
     if on_duckdb():
         publish_file()  # gold a killed run's orphaned dbt (or a `dbt build` by hand) published: readers get it now
-    settings = run_settings(day_of(context.partition_key), config.full_refresh)
+    # gold never goes back in time: a day older than the newest built (a backfill's retry that runs
+    # after later days, a day re-run by hand) rebuilds from itself up to the newest day, as of that day
+    day = day_of(context.partition_key)
+    as_of = max(day, newest_day_built(context) or day)
+    settings = run_settings(day, as_of, config.full_refresh)
     days = f" for {settings['from_date']} .. {settings['to_date']}" if "from_date" in settings else ""
     log(f"[build] dbt build{days} (run_date {settings['run_date']})")
     args = ["build", "--exclude-resource-type", "unit_test", *(["--full-refresh"] if config.full_refresh else [])]

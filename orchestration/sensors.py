@@ -2,8 +2,9 @@
 micro-batches, the chargeback files): every 30 s it lists the buckets through dlt's filesystem
 client (a folder, file://, s3://, gs://) and asks for a run of today when a file is new or changed.
 
-The cursor is the newest modification time seen; the run key names the files, so one delivery
-starts one run. The extract step then loads those files (dlt keeps its own record of what it read).
+The cursor is the newest modification time seen (the first look only records it: files already
+there are not a delivery); the run key names the files, so one delivery starts one run. The
+extract step then loads those files (dlt keeps its own record of what it read).
 """
 
 import datetime as dt
@@ -65,11 +66,16 @@ def bucket_files_sensor(job: JobDefinition | UnresolvedAssetJobDefinition):  # n
     def new_bucket_files(context: SensorEvaluationContext) -> SensorResult | SkipReason:
         cursor = json.loads(context.cursor) if context.cursor else {}
         new = {source: files_since(source, float(cursor.get(source, 0.0))) for source in BUCKET_SOURCES}
-        if not any(new.values()):
-            return SkipReason("no new files in the bucket sources")
         for source, files in new.items():
             if files:
                 cursor[source] = max(modified for _, modified in files)
+        if not context.cursor:  # the first look: what is there already is not a delivery
+            found = sum(len(files) for files in new.values())
+            return SensorResult(
+                skip_reason=f"watching {found} files; a run starts when a new one lands", cursor=json.dumps(cursor)
+            )
+        if not any(new.values()):
+            return SkipReason("no new files in the bucket sources")
         names = sorted(url for files in new.values() for url, _ in files)
         counts = ", ".join(f"{source} {len(files)}" for source, files in new.items() if files)
         today = dt.datetime.now(dt.UTC).date().isoformat()
