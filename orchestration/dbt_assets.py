@@ -28,8 +28,8 @@ from pipeline.console import first_line, log, seconds
 from pipeline.dbt_runner import RUN_SETTINGS, DbtSummary, summarise
 from pipeline.monitoring import first_days, last_publish_time
 from pipeline.published import published_path, refresh_published
-from pipeline.retry import LOCK_MESSAGE, describe_lock
 from pipeline.run_summary import failed_node_lines
+from pipeline.transient import LOCK_MESSAGE, describe_lock
 from pipeline.warehouse import connect
 
 PROGRESS_EVERY = 5.0

@@ -14,7 +14,7 @@ import os
 
 from dagster import Backoff, Failure, RetryPolicy
 
-from pipeline.retry import transient_reason
+from pipeline.transient import transient_reason
 
 RETRY = RetryPolicy(
     max_retries=int(os.environ.get("ML_FEATURES_RETRIES", "3")),

@@ -25,7 +25,7 @@ import duckdb
 
 from extract.load import SOURCES, data_dir, duckdb_settings
 from pipeline.monitoring import read_manifest
-from pipeline.retry import LOCK_MESSAGE
+from pipeline.transient import LOCK_MESSAGE
 from pipeline.warehouse import WarehouseLocked, locked_message
 
 SCHEMA = "marts"

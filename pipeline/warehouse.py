@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 
 from extract.load import duckdb_settings
-from pipeline.retry import LOCK_MESSAGE, describe_lock
+from pipeline.transient import LOCK_MESSAGE, describe_lock
 
 
 class WarehouseLocked(RuntimeError):

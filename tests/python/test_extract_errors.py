@@ -19,7 +19,7 @@ from extract_support import REPO_ROOT, Workspace, start_cli, use
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate
 from extract.load import ExtractError, load_source
-from pipeline.retry import transient_reason
+from pipeline.transient import transient_reason
 
 SECRET = "s3cr3t-pw"
 APP = {"SOURCES__APP_DATABASE__DEMO": "false"}

@@ -19,7 +19,7 @@ from conftest import REPO_ROOT, Warehouse, demo_environment
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate
 from extract.errors import ExtractError
-from pipeline.retry import transient_reason
+from pipeline.transient import transient_reason
 
 LOCK_TEXT = (
     'IO Error: Could not set lock on file "{path}": Conflicting lock is held in /usr/bin/python3 '
