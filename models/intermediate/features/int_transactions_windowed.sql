@@ -29,7 +29,8 @@ events as (
 
 -- on an incremental run without given days: the days where the transactions the model holds differ
 -- from its input in what the windows read (new, no longer valid, valid now, moved: the earlier day)
-changed_days as (
+-- (read by days_to_build on an incremental run only: sqlfluff lints the full build, where it is not)
+changed_days as (  -- noqa: ST03
     {%- if is_incremental() and not run_setting('from_date') %}
         select
             least(

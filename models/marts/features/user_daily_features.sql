@@ -24,7 +24,8 @@ users as (
 
 -- on an incremental run without given days: the user days the model holds that differ from its
 -- input (a transaction new, moved, changed in a newer load, no longer valid or valid now)
-changed_days as (
+-- (read by days_to_build on an incremental run only: sqlfluff lints the full build, where it is not)
+changed_days as (  -- noqa: ST03
     {%- if is_incremental() and not run_setting('from_date') %}
         select coalesce(built.feature_date, user_days.transaction_date) as changed_date
         from (
