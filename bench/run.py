@@ -111,7 +111,7 @@ def last_run_rows(data_dir: Path, stage: str) -> int:
     instance = DagsterInstance.from_config(str((data_dir / "dagster").resolve()))
     [run] = instance.get_runs(limit=1)
     metadata = [
-        (event.step_key, event.asset_materialization.metadata)
+        (event.step_key, event.materialization.metadata)
         for event in (entry.dagster_event for entry in instance.all_logs(run.run_id))
         if event is not None and event.event_type == DagsterEventType.ASSET_MATERIALIZATION
     ]
