@@ -130,6 +130,12 @@ def last_run_rows(data_dir: Path, stage: str) -> int:
     return int(sum(values[stage]))
 
 
+def last_dbt_target(target: Path) -> Path:
+    """The artifacts folder of the last dbt build (dagster-dbt gives each invocation its own:
+    target/dbt_models-<run id>-<n>, with its manifest, run_results and compiled SQL)."""
+    return max(target.glob("dbt_models-*/run_results.json"), key=lambda path: path.stat().st_mtime).parent
+
+
 def pipeline_stage(
     stage: str, day: dt.date, environment: dict[str, str], log: Path, *extra: str, label: str = ""
 ) -> Step:
@@ -217,7 +223,8 @@ def run_scale(scale: int, root: Path, memory_limit: str, extract_memory_limit: s
         "build",
         pipeline_stage("build", HISTORY_AS_OF, environment, log, "--full-refresh", label="build (full refresh)"),
     )
-    run_results = json.loads((workdir / "target" / "run_results.json").read_text())
+    build_target = last_dbt_target(workdir / "target")
+    run_results = json.loads((build_target / "run_results.json").read_text())
 
     # dbt's overhead: the same SQL, run directly
     command = [
@@ -227,7 +234,7 @@ def run_scale(scale: int, root: Path, memory_limit: str, extract_memory_limit: s
         "--warehouse",
         str(raw_copy),
         "--target-path",
-        str(workdir / "target"),
+        str(build_target),
     ]
     direct, output = measure("direct SQL (same build)", command, environment, log)
     replayed = json.loads(output.strip().splitlines()[-1])
