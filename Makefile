@@ -29,7 +29,7 @@ run: demo-data ## set up, generate demo data, extract with dlt, dbt build, print
 	$(BIN)/pipeline run
 
 test: setup ## every test: ruff, pytest (real dlt + dbt runs at a small scale), sqlfluff
-	$(BIN)/ruff check extract demo pipeline tests ci bench
+	$(BIN)/ruff check extract demo pipeline orchestration tests ci bench
 	$(BIN)/pytest
 	$(MAKE) lint
 
