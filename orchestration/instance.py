@@ -8,6 +8,7 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from extract.load import data_dir
+from pipeline.published import process_exists
 
 CONFIG = Path(__file__).with_name("dagster.yaml")
 PID_TAG = "ml_features/pid"
@@ -28,16 +29,6 @@ def dagster_home() -> Path:
 def get_instance() -> DagsterInstance:
     """The instance at dagster_home()."""
     return DagsterInstance.from_config(str(dagster_home()))
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def fail_dead_runs(instance: DagsterInstance) -> list[str]:

@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, TEST_SEED, demo_environment, table_hash
+from conftest import REPO_ROOT, TEST_SEED, demo_environment, descendants, table_hash
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from demo.generate import generate
@@ -168,28 +168,6 @@ def wait_until(condition: Callable[[], T | None], what: str, log: Path) -> T:
             return value
         time.sleep(0.25)
     pytest.fail(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """PID -> command line of each living process under `pid` (read from /proc)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid ...: after the command's ')'
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found: dict[int, str] = {}
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        for child in frontier:
-            try:
-                found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            except OSError:
-                continue
-    return found
 
 
 @dataclass

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, TEST_SEED, demo_environment, table_hash
+from conftest import REPO_ROOT, TEST_SEED, demo_environment, descendants, table_hash
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from dagster._core.execution.stats import RunStepKeyStatsSnapshot
 
@@ -40,28 +40,6 @@ GOLD = ("training_set", "fct_transaction_features", "user_daily_features", "prep
 BUILD_COLUMNS = {"fitted_by_invocation_id", "fitted_at"}  # name the build, not the data
 FAILING_TEST = "accepted_values_int_transactions_cleaned_status"
 LEAN = ("--skip-export", "--skip-train")  # the gold is published by the build; export and train add nothing here
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """PID -> command line of each living process under `pid` (read from /proc)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid ...: after the command's ')'
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
-    found: dict[int, str] = {}
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        for child in frontier:
-            try:
-                found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            except OSError:
-                continue
-    return found
 
 
 def alive(pid: int) -> bool:
