@@ -239,6 +239,20 @@ def rejected_files(pipeline: dlt.Pipeline, load_ids: list[str]) -> list[tuple[st
     return [(str(path), str(reason)) for path, reason in rows or []]
 
 
+def drop_normalized_extracts(pipeline: dlt.Pipeline) -> None:
+    """Delete the extracted copy of a package dlt's normalize already committed.
+
+    Normalize commits a package by renaming its normalized folder into place, then deletes the
+    extracted one; a kill between the two leaves both, and normalizing it again fails on the rename
+    (the normalized folder is not empty). The committed copy is the whole package, so the extracted
+    one is only what the kill kept dlt from deleting.
+    """
+    committed = set(pipeline.list_normalized_load_packages()) | set(pipeline.list_completed_load_packages())
+    extracted = pipeline._get_normalize_storage().extracted_packages  # noqa: SLF001 - dlt has no public delete
+    for load_id in set(pipeline.list_extracted_load_packages()) & committed:
+        extracted.delete_package(load_id)
+
+
 def finish_interrupted(pipeline: dlt.Pipeline) -> list[str]:
     """Load the packages a killed run left behind; return their load ids.
 
@@ -249,6 +263,7 @@ def finish_interrupted(pipeline: dlt.Pipeline) -> list[str]:
     """
     if not pipeline.has_pending_data:
         return []
+    drop_normalized_extracts(pipeline)
     if pipeline.list_extracted_load_packages():
         pipeline.normalize()
     if not pipeline.list_normalized_load_packages():

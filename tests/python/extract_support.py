@@ -116,11 +116,15 @@ def start_cli(space: Workspace, sources: str, **settings: str) -> subprocess.Pop
 
 # Moments of a dlt run a kill can land in, each right before a call of a dlt function: a job's rows
 # are committed but dlt has not yet written that it committed them; the load is recorded in
-# `_dlt_loads` but its package is not archived; the local pipeline state is about to be saved.
+# `_dlt_loads` but its package is not archived; the local pipeline state is about to be saved; a
+# package is normalized but its extracted copy not yet deleted.
 JOB_COMMITTED = "dlt.common.storages.load_package:PackageStorage.save_pending_transition"
 LOAD_RECORDED = "dlt.common.storages.load_storage:LoadStorage.complete_load_package"
 STATE_SAVED = "dlt.pipeline.pipeline:Pipeline._save_state"
-MILESTONES = (JOB_COMMITTED, LOAD_RECORDED, STATE_SAVED)
+# normalize renamed the normalized package into place and is about to delete the extracted one (it
+# also deletes a stale normalized folder before it starts, with `not_exists_ok=True`)
+PACKAGE_DELETED = "dlt.common.storages.load_package:PackageStorage.delete_package"
+MILESTONES = (JOB_COMMITTED, LOAD_RECORDED, STATE_SAVED, PACKAGE_DELETED)
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ def hook_milestones(kill_at: Milestone | None, calls: list[tuple[str, str, float
 
     def wrap(function: str, original: object) -> object:
         def hooked(*args: object, **kwargs: object) -> object:
-            text = " ".join(str(arg) for arg in args[1:])
+            text = " ".join([*(str(arg) for arg in args[1:]), *(f"{key}={value}" for key, value in kwargs.items())])
             with lock:
                 calls.append((function, text, time.monotonic()))
                 if kill_at is not None and kill_at.function == function and kill_at.match in text:

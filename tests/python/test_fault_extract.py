@@ -13,6 +13,7 @@ The moments, per source:
   (the window of issue 21 defect 1): data files, merge jobs, dlt's state rows, rejected files;
 - the load recorded in `_dlt_loads` but its package not yet archived;
 - the package committed by extract but the local pipeline state not yet saved;
+- the package committed by normalize but its extracted copy not yet deleted;
 - evenly spread fractions of the time between the reference run's first and last moment
   (extracting, normalizing, loading), killed from outside.
 
@@ -41,6 +42,7 @@ import pytest
 from extract_support import (
     JOB_COMMITTED,
     LOAD_RECORDED,
+    PACKAGE_DELETED,
     STATE_SAVED,
     Milestone,
     Workspace,
@@ -148,6 +150,9 @@ def moments(reference: Reference, source: str) -> list[Milestone | float]:
         Milestone(function, nth) for function, total in count.items() for nth in range(1, total + 1)
     ]
     milestones.append(Milestone(STATE_SAVED, saves))  # the last save: after extract committed its package
+    deletes = [call[1] for call in calls if call[0] == PACKAGE_DELETED]
+    committed = next(nth for nth, text in enumerate(deletes, 1) if "not_exists_ok=True" not in text)
+    milestones.append(Milestone(PACKAGE_DELETED, committed))  # normalized, its extracted copy not yet deleted
     first, last = calls[0][2] - reference.started[source], calls[-1][2] - reference.started[source]
     milestones += [first + (last - first) * step / (TIMED_KILLS + 1) for step in range(1, TIMED_KILLS + 1)]
     return milestones
