@@ -1,0 +1,1 @@
+"""The real-time path: ingestion service -> Redis Streams -> consumer (raw tables, online store) -> serving."""
