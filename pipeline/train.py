@@ -8,7 +8,7 @@ A train split above `ML_FEATURES_TRAIN_MAX_ROWS` rows (default 1,000,000) is fit
 row and a seeded uniform sample of the others, each sampled row weighted by the inverse of its
 sampling rate, so the weighted loss estimates the full split's: negative downsampling, the usual
 way to fit a rare-label model on millions of rows (at 10M transactions: fit time a fifth, the same
-ROC AUC; README, Benchmarks). The validation split is always scored whole.
+ROC AUC; docs/benchmarks.md). The validation split is always scored whole.
 
     data/models/training_set-<version>/model.joblib
     data/models/training_set-<version>/metrics.json
