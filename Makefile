@@ -9,6 +9,8 @@ DEMO_DIR := data/demo
 .DEFAULT_GOAL := help
 BENCH_SCALES ?= 100000,1000000,10000000
 BENCH_MEMORY_LIMIT ?= 2GB
+# pytest-xdist workers for make test (each test file runs whole on one worker)
+TEST_WORKERS ?= 2
 .PHONY: help setup demo-data run test lint build bench docs docs-serve clean example dagster
 
 help: ## list the targets
@@ -30,7 +32,7 @@ run: demo-data ## set up, generate demo data, extract with dlt, dbt build, print
 
 test: setup ## every test: ruff, pytest (real dlt + dbt runs at a small scale), sqlfluff
 	$(BIN)/ruff check extract demo pipeline orchestration tests ci bench
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) lint
 
 lint: setup ## sqlfluff on the dbt models, macros, tests and snapshots
