@@ -12,6 +12,10 @@ would hold at the end of day `as_of`, so the pipeline can be replayed day by day
 - `bucket/chargebacks/reported_date=YYYY-MM-DD/chargebacks.{csv,jsonl,parquet}`: weekly label files.
 
 The same seed, scale and dates give byte-identical files with identical modification times.
+Memory stays small at any scale: the history is kept as narrow numpy arrays and the rows are
+rendered and written a chunk (app rows) or a 6-hour batch (events) at a time. Generated again into
+the same folder as of a later day, it writes only what changed (`generate`): the folder then holds
+the same content as a fresh generation as of that day (the app database's rows, in the same order).
 The data has the defects real sources have (duplicates, nulls, outliers, messy text, late rows,
 bad records) and a learnable fraud signal (amount vs the user's usual, night hours, new accounts,
 bursts of transactions, mobile devices).
@@ -23,8 +27,10 @@ import json
 import os
 import sqlite3
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +83,7 @@ COUNTRIES: list[tuple[list[str | None], float]] = [
     (["XX", "Narnia", None], 0.005),
 ]
 BAD_AGES = np.array([-3, -1, 150, 200, 999])
-BAD_TIMESTAMPS = np.array(
-    ["not a date", "2026-13-45 99:00:00", "", "31/02/2026 10:00", "yesterday"], dtype=object
-)
+BAD_TIMESTAMPS = np.array(["not a date", "2026-13-45 99:00:00", "", "31/02/2026 10:00", "yesterday"], dtype=object)
 OFFSET_MINUTES = np.array([120, 60, -300, -240, 330, 540, -480, 600])
 NON_NUMERIC_AMOUNTS = ["N/A", "abc", "", "n/a", "--"]
 UNKNOWN_CURRENCIES = np.array(["XYZ", "BTC", "???"], dtype=object)
@@ -161,6 +165,10 @@ class TimestampStyle:
         kind = assign_rare(rng, n, [0.02, 0.01, 0.002])
         return cls(kind, rng.choice(OFFSET_MINUTES, n), rng.integers(0, len(BAD_TIMESTAMPS), n))
 
+    def take(self, rows: np.ndarray) -> "TimestampStyle":
+        """The styles of the given rows."""
+        return TimestampStyle(self.kind[rows], self.offset_minutes[rows], self.garbage[rows])
+
     def render(self, seconds: np.ndarray) -> np.ndarray:
         """The text of each timestamp in its style (the same instant, written differently)."""
         text = timestamps_text(seconds)
@@ -169,9 +177,7 @@ class TimestampStyle:
         shifted = self.kind == 2
         offsets = self.offset_minutes[shifted]
         local = timestamps_text(seconds[shifted] + offsets * MINUTE)
-        text[shifted] = [
-            value.replace(" ", "T") + offset_text(m) for value, m in zip(local, offsets, strict=True)
-        ]
+        text[shifted] = [value.replace(" ", "T") + offset_text(m) for value, m in zip(local, offsets, strict=True)]
         garbage = self.kind == 3
         text[garbage] = BAD_TIMESTAMPS[self.garbage[garbage]]
         return text
@@ -290,9 +296,7 @@ def user_text(rng: np.random.Generator, n: int, signup: np.ndarray) -> dict[str,
     last = np.array(LAST_NAMES, dtype=object)[rng.integers(0, len(LAST_NAMES), n)]
     domain = np.array(EMAIL_DOMAINS, dtype=object)[rng.integers(0, len(EMAIL_DOMAINS), n)]
     names = [f"{f} {la}" for f, la in zip(first, last, strict=True)]
-    emails = [
-        f"{f}.{la}{i}@{d}".lower() for i, (f, la, d) in enumerate(zip(first, last, domain, strict=True), 1)
-    ]
+    emails = [f"{f}.{la}{i}@{d}".lower() for i, (f, la, d) in enumerate(zip(first, last, domain, strict=True), 1)]
     text_styles = pick_weighted(rng, n, [0.7, 0.1, 0.08, 0.07, 0.05])
     email_styles = pick_weighted(rng, n, [0.8, 0.08, 0.04, 0.05, 0.03])
     return {
@@ -417,11 +421,7 @@ def draw_fraud(
     night = ((created % DAY) // HOUR) < 6
     new_account = (created - signup) < 30 * DAY
     score = (
-        2.0 * night
-        + 1.8 * new_account
-        + 2.6 * (burst_role == 2)
-        + 0.8 * (burst_role == 1)
-        + 1.0 * (device == MOBILE)
+        2.0 * night + 1.8 * new_account + 2.6 * (burst_role == 2) + 0.8 * (burst_role == 1) + 1.0 * (device == MOBILE)
     )
     bias = calibrate_bias(score, FRAUD_RATE)
     return rng.random(len(score)) < 1.0 / (1.0 + np.exp(-(bias + score)))
@@ -519,47 +519,76 @@ def draw_transaction_defects(rng: np.random.Generator, n: int, n_users: int) -> 
         unknown_user=assign_rare(rng, n, [0.003]) == 1,
         unknown_user_id=n_users + rng.integers(1_000_000, 2_000_000, n),
         # 0 fine, 1 negative (0.3%), 2 non-numeric (0.2%), 3 outlier x50-200 (0.2%)
-        amount_kind=assign_rare(rng, n, [0.003, 0.002, 0.002]),
+        amount_kind=assign_rare(rng, n, [0.003, 0.002, 0.002]).astype(np.int8),
         outlier_factor=rng.uniform(50, 200, n),
-        non_numeric=rng.integers(0, len(NON_NUMERIC_AMOUNTS) + 1, n),
+        non_numeric=rng.integers(0, len(NON_NUMERIC_AMOUNTS) + 1, n).astype(np.int8),
         unknown_currency=np.where(
             assign_rare(rng, n, [0.002]) == 1, rng.integers(0, len(UNKNOWN_CURRENCIES), n), -1
-        ),
+        ).astype(np.int8),
         # 0 clean, 1 null (1%), 2 untrimmed / mixed case (6%)
-        device_kind=assign_rare(rng, n, [0.01, 0.06]),
+        device_kind=assign_rare(rng, n, [0.01, 0.06]).astype(np.int8),
         created_style=TimestampStyle.draw(rng, n),
     )
 
 
+# rows are rendered and inserted this many at a time, so memory does not grow with the scale
+CHUNK_ROWS = 100_000
+
+
+def inserted_between(written: np.ndarray, duplicate: np.ndarray, low: int, high: int, origin: int) -> np.ndarray:
+    """The rows first written in [low, high), a duplicated row twice, in the order the app inserted them:
+    day by day (days counted from `origin`), each day's rows by id, then that day's exact copies.
+
+    A folder grown one day at a time appends exactly these rows, so it matches a fresh one row for row.
+    """
+    rows = np.flatnonzero((written >= low) & (written < high))
+    copies = rows[duplicate[rows]]
+    rows = np.concatenate([rows, copies])
+    copy = np.concatenate([np.zeros(len(rows) - len(copies), dtype=np.int8), np.ones(len(copies), dtype=np.int8)])
+    return rows[np.lexsort((copy, (written[rows] - origin) // DAY))]
+
+
+def changed_between(times: list[np.ndarray], low: int, high: int) -> np.ndarray:
+    """Whether any of the given event times of a row falls in [low, high)."""
+    changed = np.zeros(len(times[0]), dtype=bool)
+    for values in times:
+        changed |= (values >= low) & (values < high)
+    return changed
+
+
+def chunks(rows: np.ndarray) -> Iterator[np.ndarray]:
+    """`rows` in slices of at most CHUNK_ROWS."""
+    for low in range(0, len(rows), CHUNK_ROWS):
+        yield rows[low : low + CHUNK_ROWS]
+
+
+def transaction_state(txns: Transactions, rows: np.ndarray, cutoff: int) -> tuple[list[str], list[str]]:
+    """Status and updated_at text of the given rows at the cutoff (status changes after insert)."""
+    settled = txns.settled[rows] < cutoff
+    refunded = txns.refunded[rows] < cutoff
+    status = np.where(refunded, 3, np.where(settled, txns.settled_status[rows], 0))
+    updated = np.where(refunded, txns.refunded[rows], np.where(settled, txns.settled[rows], txns.first_write[rows]))
+    return STATUSES[status].tolist(), timestamps_text(updated).tolist()
+
+
 def transaction_rows(
-    txns: Transactions, users: Users, defects: TransactionDefects, cutoff: int
+    txns: Transactions, users: Users, defects: TransactionDefects, rows: np.ndarray, cutoff: int
 ) -> list[tuple]:
-    """The `transactions` rows at the cutoff: the latest version of every row written by then."""
-    present = np.flatnonzero(txns.first_write < cutoff)
-    present = np.concatenate([present, present[defects.duplicate[present]]])
-    settled = txns.settled[present] < cutoff
-    refunded = txns.refunded[present] < cutoff
-    status = np.where(refunded, 3, np.where(settled, txns.settled_status[present], 0))
-    updated = np.where(
-        refunded, txns.refunded[present], np.where(settled, txns.settled[present], txns.first_write[present])
-    )
-    user_id = np.where(
-        defects.unknown_user[present],
-        defects.unknown_user_id[present],
-        users.user_id[txns.user_index[present]],
-    )
-    currency = CURRENCIES[txns.currency[present]]
-    odd_currency = defects.unknown_currency[present]
+    """The `transactions` rows of the given row indices, each as its latest version at the cutoff."""
+    user_id = np.where(defects.unknown_user[rows], defects.unknown_user_id[rows], users.user_id[txns.user_index[rows]])
+    currency = CURRENCIES[txns.currency[rows]]
+    odd_currency = defects.unknown_currency[rows]
     currency[odd_currency >= 0] = UNKNOWN_CURRENCIES[odd_currency[odd_currency >= 0]]
+    status, updated = transaction_state(txns, rows, cutoff)
     columns = [
-        txns.transaction_id[present].tolist(),
+        txns.transaction_id[rows].tolist(),
         user_id.tolist(),
-        transaction_amounts(txns.amount[present], defects, present),
+        transaction_amounts(txns.amount[rows], defects, rows),
         currency.tolist(),
-        STATUSES[status].tolist(),
-        transaction_devices(txns.device[present], defects.device_kind[present], present),
-        defects.created_style.render(txns.created)[present].tolist(),
-        timestamps_text(updated).tolist(),
+        status,
+        transaction_devices(txns.device[rows], defects.device_kind[rows], rows),
+        defects.created_style.take(rows).render(txns.created[rows]).tolist(),
+        updated,
     ]
     return list(zip(*columns, strict=True))
 
@@ -573,9 +602,7 @@ def transaction_amounts(amount: np.ndarray, defects: TransactionDefects, rows: n
     text = amounts_text(values)
     for i in np.flatnonzero(kind == 2).tolist():
         choice = int(defects.non_numeric[rows[i]])
-        text[i] = (
-            text[i].replace(".", ",") if choice == len(NON_NUMERIC_AMOUNTS) else NON_NUMERIC_AMOUNTS[choice]
-        )
+        text[i] = text[i].replace(".", ",") if choice == len(NON_NUMERIC_AMOUNTS) else NON_NUMERIC_AMOUNTS[choice]
     return text
 
 
@@ -590,67 +617,145 @@ def transaction_devices(device: np.ndarray, kind: np.ndarray, rows: np.ndarray) 
     return text
 
 
-def user_rows(users: Users, window: Window) -> tuple[list[str], list[tuple]]:
-    """The `users` columns and rows at the cutoff (current versions; exact duplicates included)."""
-    present = np.flatnonzero(users.signup < window.cutoff)
-    present = np.concatenate([present, present[users.duplicate[present]]])
-    columns = ["user_id", "name", "email", "age", "country", "signup_at", "updated_at"]
-    values = [users.user_id[present].tolist()]
-    values += [
-        users.text[name][present].tolist() for name in ("name", "email", "age", "country", "signup_at")
-    ]
-    tier2_now = users.tier2_at[present] < window.cutoff
-    tier1_now = users.tier1_at[present] < window.cutoff
-    updated = np.where(
-        tier2_now,
-        users.tier2_at[present],
-        np.where(tier1_now, users.tier1_at[present], users.signup[present]),
-    )
-    values.append(timestamps_text(updated).tolist())
+USER_COLUMNS = ["user_id", "name", "email", "age", "country", "signup_at", "updated_at"]
+
+
+def user_columns(window: Window) -> list[str]:
+    """The `users` columns at the cutoff: `loyalty_tier` exists once the programme launched."""
+    return USER_COLUMNS + ["loyalty_tier"] if window.has_loyalty else USER_COLUMNS
+
+
+def user_state(users: Users, rows: np.ndarray, window: Window) -> list[list]:
+    """updated_at (and loyalty_tier once it exists) of the given rows at the cutoff."""
+    tier2_now = users.tier2_at[rows] < window.cutoff
+    tier1_now = users.tier1_at[rows] < window.cutoff
+    updated = np.where(tier2_now, users.tier2_at[rows], np.where(tier1_now, users.tier1_at[rows], users.signup[rows]))
+    state = [timestamps_text(updated).tolist()]
     if window.has_loyalty:
-        tier = np.where(tier2_now, users.tier2[present], np.where(tier1_now, users.tier1[present], -1))
-        names = np.append(TIERS, None)  # index -1: no tier
-        columns.append("loyalty_tier")
-        values.append(names[tier].tolist())
-    return columns, list(zip(*values, strict=True))
+        tier = np.where(tier2_now, users.tier2[rows], np.where(tier1_now, users.tier1[rows], -1))
+        state.append(np.append(TIERS, None)[tier].tolist())  # index -1: no tier
+    return state
 
 
-def write_app_database(
-    path: Path, user_columns: list[str], users: list[tuple], transactions: list[tuple]
-) -> None:
+def user_rows(users: Users, rows: np.ndarray, window: Window) -> list[tuple]:
+    """The `users` rows of the given row indices (current versions; exact duplicates included)."""
+    values = [users.user_id[rows].tolist()]
+    values += [users.text[name][rows].tolist() for name in ("name", "email", "age", "country", "signup_at")]
+    values += user_state(users, rows, window)
+    return list(zip(*values, strict=True))
+
+
+def user_ddl(columns: list[str]) -> str:
+    """CREATE TABLE for `users`; `loyalty_tier` last, as ALTER TABLE ... ADD COLUMN leaves it."""
+    types = {"user_id": "INTEGER", "age": "INTEGER"}
+    return f"CREATE TABLE users ({', '.join(name + ' ' + types.get(name, 'TEXT') for name in columns)})"
+
+
+TRANSACTIONS_DDL = (
+    "CREATE TABLE transactions (transaction_id INTEGER, user_id INTEGER, amount TEXT, currency TEXT, "
+    "status TEXT, device_type TEXT, created_at TEXT, updated_at TEXT)"
+)
+
+
+@dataclass
+class History:
+    """The simulated app history the database is written from."""
+
+    users: Users
+    txns: Transactions
+    defects: TransactionDefects
+    window: Window
+
+
+def insert_rows(connection: sqlite3.Connection, history: History, since: int) -> None:
+    """Append the users and transactions first written in [since, cutoff), in insertion order."""
+    users, txns, window = history.users, history.txns, history.window
+    columns = user_columns(window)
+    insert_user = f"INSERT INTO users VALUES ({', '.join('?' * len(columns))})"
+    for rows in chunks(inserted_between(users.signup, users.duplicate, since, window.cutoff, window.first_signup)):
+        connection.executemany(insert_user, user_rows(users, rows, window))
+    new = inserted_between(txns.first_write, history.defects.duplicate, since, window.cutoff, window.start)
+    for rows in chunks(new):
+        rendered = transaction_rows(txns, users, history.defects, rows, window.cutoff)
+        connection.executemany("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rendered)
+
+
+def write_app_database(path: Path, history: History) -> None:
     """Write a fresh SQLite file with both tables (no keys: duplicates are possible)."""
     path.unlink(missing_ok=True)
-    user_types = {"user_id": "INTEGER", "age": "INTEGER"}
-    user_ddl = ", ".join(f"{name} {user_types.get(name, 'TEXT')}" for name in user_columns)
     connection = sqlite3.connect(path)
     try:
         connection.execute("PRAGMA journal_mode=OFF")
         connection.execute("PRAGMA synchronous=OFF")
-        connection.execute(f"CREATE TABLE users ({user_ddl})")
-        connection.execute(
-            "CREATE TABLE transactions (transaction_id INTEGER, user_id INTEGER, amount TEXT, currency TEXT, "
-            "status TEXT, device_type TEXT, created_at TEXT, updated_at TEXT)"
-        )
-        connection.executemany(f"INSERT INTO users VALUES ({', '.join('?' * len(user_columns))})", users)
-        connection.executemany("INSERT INTO transactions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", transactions)
+        connection.execute(user_ddl(user_columns(history.window)))
+        connection.execute(TRANSACTIONS_DDL)
+        insert_rows(connection, history, np.iinfo(np.int64).min)
         connection.commit()
     finally:
         connection.close()
+
+
+def update_app_database(path: Path, history: History, since: int) -> None:
+    """Bring a database written as of `since` to the cutoff: what the app changed in [since, cutoff).
+
+    Rows written before `since` whose state changed (a status, a loyalty tier) are updated in
+    place, new rows appended in the order a fresh file holds them, `loyalty_tier` added at launch.
+    """
+    users, txns, window = history.users, history.txns, history.window
+    connection = sqlite3.connect(path)
+    try:
+        existing = [row[1] for row in connection.execute("PRAGMA table_info(users)")]
+        added = window.has_loyalty and "loyalty_tier" not in existing
+        if added:
+            connection.execute("ALTER TABLE users ADD COLUMN loyalty_tier TEXT")
+        changed = changed_between([users.tier1_at, users.tier2_at], since, window.cutoff)
+        if added:
+            changed |= users.tier1_at < window.cutoff
+        old_users = np.flatnonzero(changed & (users.signup < since))
+        state = ["updated_at", "loyalty_tier"][: 2 if window.has_loyalty else 1]
+        update_in_place(
+            connection, "users", "user_id", users.user_id[old_users], state, user_state(users, old_users, window)
+        )
+        changed = changed_between([txns.settled, txns.refunded], since, window.cutoff)
+        old_txns = np.flatnonzero(changed & (txns.first_write < since))
+        values = list(transaction_state(txns, old_txns, window.cutoff))
+        update_in_place(
+            connection,
+            "transactions",
+            "transaction_id",
+            txns.transaction_id[old_txns],
+            ["status", "updated_at"],
+            values,
+        )
+        insert_rows(connection, history, since)
+        connection.commit()
+    finally:
+        connection.close()
+
+
+def update_in_place(
+    connection: sqlite3.Connection, table: str, key: str, ids: np.ndarray, columns: list[str], values: list[list]
+) -> None:
+    """Set `columns` of every row of `table` whose `key` is in `ids` (duplicates included): one pass."""
+    connection.execute(f"CREATE TEMP TABLE changes ({key} INTEGER PRIMARY KEY, {', '.join(columns)})")
+    rows = list(zip(ids.tolist(), *values, strict=True))
+    connection.executemany(f"INSERT INTO changes VALUES ({', '.join('?' * (len(columns) + 1))})", rows)
+    assignments = ", ".join(f"{column} = changes.{column}" for column in columns)
+    connection.execute(f"UPDATE {table} SET {assignments} FROM changes WHERE {table}.{key} = changes.{key}")
+    connection.execute("DROP TABLE changes")
 
 
 # ---------------------------------------------------------------------------------------------
 # events
 
 
+@cache
 def property_dictionary() -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """Every JSON `properties` value, and each event type's offset and count in that list."""
     by_type = [
         [{"page": page} for page in ["/home", "/deals", "/account", "/cart", "/help"]]
         + [{"page": f"/products/{k}"} for k in range(40)],
-        [
-            {"query": word}
-            for word in "shoes phone laptop jacket coffee headphones gift toys lamp books".split()
-        ],
+        [{"query": word} for word in "shoes phone laptop jacket coffee headphones gift toys lamp books".split()],
         [{"sku": f"SKU-{k:04d}", "quantity": q} for k in range(60) for q in (1, 2)],
         [{"step": step, "payment_method": m} for step in ("payment", "confirm") for m in ("card", "wallet")],
         [{"method": method} for method in ("password", "sso", "otp")],
@@ -671,38 +776,53 @@ def cumsum_within(values: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 def expand(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For sessions of the given sizes: each event's session index and position in it."""
-    session = np.repeat(np.arange(len(sizes)), sizes)
+    session = np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
     starts = np.cumsum(sizes) - sizes
-    return session, np.arange(int(sizes.sum())) - starts[session]
+    return session, (np.arange(int(sizes.sum())) - starts[session]).astype(np.int32)
 
 
-def transaction_sessions(rng: np.random.Generator, txns: Transactions, users: Users) -> dict[str, np.ndarray]:
+@dataclass
+class Sessions:
+    """Events of consecutive sessions (session indices ascending), with each session's start."""
+
+    session: np.ndarray  # int32, per event
+    user_index: np.ndarray  # int32, per event
+    device: np.ndarray  # int8, per event
+    event_type: np.ndarray  # int8, per event
+    occurred_us: np.ndarray  # int64, per event
+    start_us: np.ndarray  # int64, per session
+
+
+def transaction_sessions(rng: np.random.Generator, txns: Transactions) -> Sessions:
     """Sessions in the 30 minutes before ~75% of transactions, ending with a checkout."""
     has_session = np.flatnonzero(rng.random(len(txns.created)) < 0.75)
     sizes = 1 + rng.poisson(2.5, len(has_session))
     session, _ = expand(sizes)
-    txn = has_session[session]
-    occurred = txns.created[txn] * 1_000_000 - rng.integers(10_000_000, 1_800_000_000, len(session))
+    txn = has_session[session].astype(np.int32)
+    del has_session
+    occurred = txns.created[txn] * 1_000_000
+    occurred -= rng.integers(10_000_000, 1_800_000_000, len(session))
+    # sessions are consecutive: sort each one's events by time (what lexsort((occurred, session)) gives)
     order = np.lexsort((occurred, session))
-    session, txn, occurred = session[order], txn[order], occurred[order]
-    position = np.arange(len(session)) - (np.cumsum(sizes) - sizes)[session]
+    occurred, txn = occurred[order], txn[order]
+    del order
+    starts = np.cumsum(sizes) - sizes
+    position = np.arange(len(session)) - starts[session]
     last = position == sizes[session] - 1
     middle = pick_weighted(rng, len(session), [0.5, 0.3, 0.2])  # page_view, search, add_to_cart
     first = np.where(rng.random(len(session)) < 0.4, LOGIN, PAGE_VIEW)
-    event_type = np.where(last, CHECKOUT, np.where(position == 0, first, middle))
-    return {
-        "session": session,
-        "user_index": txns.user_index[txn],
-        "device": txns.device[txn],
-        "event_type": event_type,
-        "occurred_us": occurred,
-        "start_us": occurred[np.cumsum(sizes) - sizes][session],
-    }
+    event_type = np.where(last, CHECKOUT, np.where(position == 0, first, middle)).astype(np.int8)
+    return Sessions(
+        session=session,
+        user_index=txns.user_index[txn].astype(np.int32),
+        device=txns.device[txn].astype(np.int8),
+        event_type=event_type,
+        occurred_us=occurred,
+        start_us=occurred[starts],
+    )
 
 
-def browsing_sessions(
-    rng: np.random.Generator, n: int, users: Users, window: Window
-) -> dict[str, np.ndarray]:
+def browsing_sessions(rng: np.random.Generator, n: int, users: Users, window: Window) -> Sessions:
     """n browsing sessions of users after their signup: page views, searches, some carts."""
     user = rng.choice(len(users.weight), n, p=users.weight / users.weight.sum())
     earliest = np.maximum(users.signup[user], window.start)
@@ -713,25 +833,34 @@ def browsing_sessions(
     gaps = (rng.exponential(90.0, len(session)) * 1_000_000).astype(np.int64)
     gaps[position == 0] = 0
     occurred = start[session] * 1_000_000 + cumsum_within(gaps, sizes)
+    del gaps
     first = np.where(rng.random(len(session)) < 0.25, LOGIN, PAGE_VIEW)
     later = pick_weighted(rng, len(session), [0.6, 0.3, 0.1])
+    event_type = np.where(position == 0, first, later).astype(np.int8)
+    del first, later, position
     device = np.where(rng.random(n) < 0.85, users.device[user], pick_weighted(rng, n, DEVICE_P))
-    return {
-        "session": session,
-        "user_index": user[session],
-        "device": device[session],
-        "event_type": np.where(position == 0, first, later),
-        "occurred_us": occurred,
-        "start_us": start[session] * 1_000_000,
-    }
+    return Sessions(
+        session=session,
+        user_index=user[session].astype(np.int32),
+        device=device[session].astype(np.int8),
+        event_type=event_type,
+        occurred_us=occurred,
+        start_us=start * 1_000_000,
+    )
 
 
 @dataclass
 class Events:
-    """Every delivered event row (re-deliveries included), ordered by batch, with its batch index."""
+    """Every event by number (event_id - 1), and the delivered rows (re-deliveries included) by batch."""
 
-    table: pa.Table
-    batch: np.ndarray
+    user_index: np.ndarray
+    session_id: np.ndarray
+    event_type: np.ndarray
+    device: np.ndarray
+    occurred_us: np.ndarray
+    properties: np.ndarray
+    row: np.ndarray  # the event of each delivered row, ordered by batch
+    batch: np.ndarray  # the delivery batch of each delivered row (6-hour windows from the start)
 
 
 def simulate_events(
@@ -741,69 +870,82 @@ def simulate_events(
     users: Users,
     window: Window,
 ) -> Events:
-    """~5 events per transaction: pre-transaction sessions plus browsing, then at-least-once delivery."""
+    """~5 events per transaction: pre-transaction sessions plus browsing, then at-least-once delivery.
+
+    Numbered in time order (ties by session); kept as narrow numbers, rendered batch by batch.
+    """
     parts = [
-        transaction_sessions(rng, txns, users),
+        transaction_sessions(rng, txns),
         browsing_sessions(rng, int(0.6 * len(txns.created)), users, window),
     ]
-    parts[1]["session"] = parts[1]["session"] + (
-        parts[0]["session"].max() + 1 if len(parts[0]["session"]) else 0
-    )
-    merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    keep = merged["occurred_us"] >= window.start * 1_000_000
-    merged = {key: values[keep] for key, values in merged.items()}
-    order = np.lexsort((merged["session"], merged["occurred_us"]))
-    merged = {key: values[order] for key, values in merged.items()}
-    merged["session_id"] = session_numbers(merged["session"], merged["start_us"])
-    merged["properties"] = draw_properties(rng, merged["event_type"])
-    return deliver(delivery_rng, merged, window)
+    parts[1].session += len(parts[0].start_us)
+    start_us = np.concatenate([part.start_us for part in parts])
+    keep = np.concatenate([part.occurred_us for part in parts]) >= window.start * 1_000_000
+    merged: dict[str, np.ndarray] = {}
+    for name in ("occurred_us", "session", "user_index", "device", "event_type"):
+        merged[name] = np.concatenate([getattr(part, name) for part in parts])[keep]
+        for part in parts:
+            setattr(part, name, None)
+    del parts, keep
+    # sessions are consecutive and ascending, so a stable sort on time breaks ties by session
+    order = np.argsort(merged["occurred_us"], kind="stable")
+    for name, values in merged.items():
+        merged[name] = values[order]
+    del order
+    session_id = session_numbers(merged.pop("session"), start_us)
+    properties = draw_properties(rng, merged["event_type"])
+    row, batch = deliver(delivery_rng, merged["occurred_us"], window)
+    return Events(session_id=session_id, properties=properties, row=row, batch=batch, **merged)
 
 
 def session_numbers(session: np.ndarray, start_us: np.ndarray) -> np.ndarray:
-    """Session numbers in order of session start."""
-    unique, first_index, inverse = np.unique(session, return_index=True, return_inverse=True)
-    rank = np.empty(len(unique), dtype=np.int64)
-    rank[np.lexsort((unique, start_us[first_index]))] = np.arange(len(unique))
-    return rank[inverse] + 1
+    """Numbers (from 1) of the sessions that have events, in order of session start, then index."""
+    present = np.zeros(len(start_us), dtype=bool)
+    present[session] = True
+    indices = np.flatnonzero(present)
+    number = np.zeros(len(start_us), dtype=np.int32)
+    number[indices[np.lexsort((indices, start_us[indices]))]] = np.arange(1, len(indices) + 1, dtype=np.int32)
+    return number[session]
 
 
 def draw_properties(rng: np.random.Generator, event_type: np.ndarray) -> np.ndarray:
     """An index into the property dictionary, of the right event type, for each event."""
     _, offsets, counts = property_dictionary()
-    return offsets[event_type] + (rng.random(len(event_type)) * counts[event_type]).astype(np.int64)
+    return (offsets[event_type] + (rng.random(len(event_type)) * counts[event_type]).astype(np.int64)).astype(np.int16)
 
 
-def deliver(rng: np.random.Generator, events: dict[str, np.ndarray], window: Window) -> Events:
-    """Assign 6-hour delivery batches: ~1% late (up to 24 h), ~1% delivered twice."""
-    n = len(events["occurred_us"])
-    seconds = events["occurred_us"] // 1_000_000
-    delay = np.where(rng.random(n) < 0.01, rng.integers(BATCH_SECONDS, 24 * HOUR, n), 0)
-    batch = (seconds + delay - window.start) // BATCH_SECONDS
-    event_number = np.arange(1, n + 1, dtype=np.int64)
-    again = np.flatnonzero(rng.random(n) < 0.01)
-    rows = np.concatenate([np.arange(n), again])
-    batch = np.concatenate([batch, batch[again] + rng.integers(0, 2, len(again))])
-    copy = np.concatenate([np.zeros(n, dtype=np.int8), np.ones(len(again), dtype=np.int8)])
-    order = np.lexsort((copy, rows, batch))
-    rows, batch = rows[order], batch[order]
-    in_window = window.start + (batch + 1) * BATCH_SECONDS <= window.end
-    rows, batch = rows[in_window], batch[in_window]
-    properties, _, _ = property_dictionary()
-    table = pa.table(
-        {
-            "event_id": ids_text("evt_", event_number[rows], 9),
-            "user_id": pa.array(events["user_index"][rows] + 1, pa.int64()),
-            "session_id": ids_text("ses_", events["session_id"][rows], 9),
-            "event_type": pa.array(EVENT_TYPES.tolist(), pa.large_string()).take(events["event_type"][rows]),
-            "device_type": pa.array(DEVICES.tolist(), pa.large_string()).take(events["device"][rows]),
-            "occurred_at": pa.array(events["occurred_us"][rows], pa.timestamp("us", tz="UTC")),
-            "properties": properties.cast(pa.large_string()).take(pa.array(events["properties"][rows])),
-        }
-    )
-    return Events(table, batch)
+def deliver(rng: np.random.Generator, occurred_us: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """6-hour delivery batches: ~1% late (up to 24 h), ~1% delivered twice (the copy in the same
+    batch or the next). Returns the event of each delivered row and its batch, ordered by batch,
+    event, copy, keeping the batches that closed by the end of the window."""
+    n = len(occurred_us)
+    late = rng.random(n) < 0.01
+    delay = rng.integers(BATCH_SECONDS, 24 * HOUR, n)
+    batch = occurred_us // 1_000_000
+    batch[late] += delay[late]
+    del late, delay
+    batch -= window.start
+    batch //= BATCH_SECONDS
+    batch = batch.astype(np.int32)
+    again = rng.random(n) < 0.01
+    copy_shift = rng.integers(0, 2, int(again.sum())).astype(np.int32)
+    # each event, then right after it its second delivery: a stable sort on the batch alone
+    # orders the rows by (batch, event, copy)
+    row = np.repeat(np.arange(n, dtype=np.int32), 1 + again)
+    is_copy = np.zeros(len(row), dtype=bool)
+    is_copy[np.flatnonzero(again) + np.arange(1, len(copy_shift) + 1)] = True
+    del again
+    batch = batch[row]
+    batch[is_copy] += copy_shift
+    del is_copy, copy_shift
+    order = np.argsort(batch, kind="stable")
+    row, batch = row[order], batch[order]
+    del order
+    in_window = window.start + (batch.astype(np.int64) + 1) * BATCH_SECONDS <= window.end
+    return row[in_window], batch[in_window]
 
 
-# the micro-batch files' schema (the whole stream is built with 64-bit string offsets)
+# the micro-batch files' schema
 FILE_SCHEMA = pa.schema(
     [
         ("event_id", pa.string()),
@@ -817,8 +959,27 @@ FILE_SCHEMA = pa.schema(
 )
 
 
-def write_events(events: Events, out: Path, window: Window) -> tuple[int, set[Path]]:
-    """One Parquet file per delivery window that closed by the cutoff; mtime = the window's end."""
+def batch_table(events: Events, rows: np.ndarray) -> pa.Table:
+    """The delivered rows of one batch as the micro-batch file holds them."""
+    properties, _, _ = property_dictionary()
+    return pa.table(
+        {
+            "event_id": ids_text("evt_", rows.astype(np.int64) + 1, 9),
+            "user_id": pa.array(events.user_index[rows].astype(np.int64) + 1, pa.int64()),
+            "session_id": ids_text("ses_", events.session_id[rows], 9),
+            "event_type": pa.array(EVENT_TYPES.tolist(), pa.string()).take(events.event_type[rows]),
+            "device_type": pa.array(DEVICES.tolist(), pa.string()).take(events.device[rows]),
+            "occurred_at": pa.array(events.occurred_us[rows], pa.timestamp("us", tz="UTC")),
+            "properties": properties.take(pa.array(events.properties[rows])),
+        }
+    ).cast(FILE_SCHEMA)
+
+
+def write_events(events: Events, out: Path, window: Window, reuse: bool) -> tuple[int, set[Path]]:
+    """One Parquet file per delivery window that closed by the cutoff; mtime = the window's end.
+
+    A closed window's file never changes: with `reuse`, a file already there with that mtime is kept.
+    """
     last_batch = max(0, (window.cutoff - window.start) // BATCH_SECONDS)  # batches [0, last_batch) closed
     bounds = np.searchsorted(events.batch, np.arange(last_batch + 1))
     written: set[Path] = set()
@@ -829,9 +990,15 @@ def write_events(events: Events, out: Path, window: Window) -> tuple[int, set[Pa
         begins = window.start + batch * BATCH_SECONDS
         stamp = datetime.fromtimestamp(begins, UTC)
         path = out / f"date={stamp:%Y-%m-%d}" / f"batch-{stamp:%H}.parquet"
-        write_parquet(events.table.slice(low, high - low).cast(FILE_SCHEMA), path, begins + BATCH_SECONDS)
         written.add(path)
+        if not (reuse and has_mtime(path, begins + BATCH_SECONDS)):
+            write_parquet(batch_table(events, events.row[low:high]), path, begins + BATCH_SECONDS)
     return int(bounds[last_batch]), written
+
+
+def has_mtime(path: Path, mtime: int) -> bool:
+    """Whether `path` is a file this generator wrote with that pinned modification time."""
+    return path.is_file() and path.stat().st_mtime_ns == mtime * 1_000_000_000
 
 
 def write_parquet(table: pa.Table, path: Path, mtime: int) -> None:
@@ -845,9 +1012,7 @@ def write_parquet(table: pa.Table, path: Path, mtime: int) -> None:
 # chargebacks
 
 
-def simulate_chargebacks(
-    rng: np.random.Generator, txns: Transactions, window: Window
-) -> tuple[np.ndarray, ...]:
+def simulate_chargebacks(rng: np.random.Generator, txns: Transactions, window: Window) -> tuple[np.ndarray, ...]:
     """(transaction_id, reported_at, reason) of every chargeback reported by the end of the window.
 
     Fraud is reported 3-90 days after the transaction (~85% within 60 days); ~0.5% of genuine
@@ -872,9 +1037,7 @@ def simulate_chargebacks(
     n_unknown = max(2, len(ids) // 500)
     unknown_ids = len(txns.created) + rng.integers(1_000_000, 9_000_000, n_unknown)
     ids = np.concatenate([ids, ids[repeat], unknown_ids])
-    reported = np.concatenate(
-        [reported, reported[repeat] + later, rng.integers(window.start, window.end, n_unknown)]
-    )
+    reported = np.concatenate([reported, reported[repeat] + later, rng.integers(window.start, window.end, n_unknown)])
     reason = np.concatenate([reason, reason[repeat], rng.integers(0, len(REASONS), n_unknown)])
     keep = reported < window.end
     order = np.lexsort((ids[keep], reported[keep]))
@@ -882,12 +1045,13 @@ def simulate_chargebacks(
 
 
 def write_chargebacks(
-    chargebacks: tuple[np.ndarray, ...], out: Path, window: Window
+    chargebacks: tuple[np.ndarray, ...], out: Path, window: Window, reuse: bool
 ) -> tuple[int, set[Path]]:
     """One file per week (Monday) of reports made by the cutoff; formats rotate csv -> jsonl -> parquet.
 
     The file's mtime is the end of its week, or the cutoff while the week is still running, so a
-    file that grows on a later day looks changed to an incremental loader.
+    file that grows on a later day looks changed to an incremental loader. A week's file is final
+    once the week ended: with `reuse`, one already there with that mtime is kept.
     """
     ids, reported, reason = (values[chargebacks[1] < window.cutoff] for values in chargebacks)
     first_monday = window.start - to_date(window.start).weekday() * DAY
@@ -899,13 +1063,16 @@ def write_chargebacks(
         number = to_date(monday).isocalendar().week
         extension = ("csv", "jsonl", "parquet")[number % 3]
         path = out / f"reported_date={to_date(monday).isoformat()}" / f"chargebacks.{extension}"
+        written.add(path)
+        mtime = min(monday + 7 * DAY, window.cutoff)
+        if reuse and has_mtime(path, mtime):
+            continue
         records = {
             "transaction_id": ids[rows].tolist(),
             "reported_at": timestamps_text(reported[rows]).tolist(),
             "reason": REASONS[reason[rows]].tolist(),
         }
-        write_chargeback_file(path, records, min(monday + 7 * DAY, window.cutoff))
-        written.add(path)
+        write_chargeback_file(path, records, mtime)
     return len(ids), written
 
 
@@ -923,15 +1090,16 @@ def write_chargeback_file(path: Path, records: dict[str, list], mtime: int) -> N
         lines = [json.dumps(dict(zip(columns, row, strict=True))) for row in rows]
         path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     else:
-        schema = pa.schema(
-            [("transaction_id", pa.int64()), ("reported_at", pa.string()), ("reason", pa.string())]
-        )
+        schema = pa.schema([("transaction_id", pa.int64()), ("reported_at", pa.string()), ("reason", pa.string())])
         pq.write_table(pa.table(records, schema=schema), path)
     os.utime(path, (mtime, mtime))
 
 
 # ---------------------------------------------------------------------------------------------
 # orchestration
+
+# what the folder was last generated with; a later run with the same settings reuses its files
+SETTINGS_FILE = ".generate.json"
 
 
 def remove_stale(root: Path, keep: set[Path]) -> None:
@@ -945,6 +1113,21 @@ def remove_stale(root: Path, keep: set[Path]) -> None:
             path.rmdir()
 
 
+def previous_as_of(out: Path, settings: dict[str, object]) -> date | None:
+    """The as-of day of the folder's last complete generation with the same settings, if any.
+
+    The settings file is removed when a run starts and written when it ends: a run that did not
+    finish leaves none, and the next run starts afresh.
+    """
+    path = out / SETTINGS_FILE
+    try:
+        previous = json.loads(path.read_text())
+        as_of = date.fromisoformat(previous.pop("as_of"))
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    return as_of if previous == settings else None
+
+
 def generate(
     out: Path,
     seed: int,
@@ -955,11 +1138,18 @@ def generate(
 ) -> dict[str, int]:
     """Simulate the full history for [start, end] and write the sources as of the end of `as_of`.
 
+    Into a folder generated before with the same seed, scale and window as of an earlier day, only
+    what changed since is written: new event batches, app rows inserted or updated, the FX file,
+    the chargeback files of weeks still running. The result equals a fresh generation.
     Returns the number of rows written per table (duplicates included).
     """
     if scale < 1:
         raise ValueError(f"scale must be at least 1, got {scale}")
     window = make_window(start, end, as_of or end + timedelta(days=LABEL_TAIL_DAYS))
+    settings: dict[str, object] = {"seed": seed, "scale": scale, "start": start.isoformat(), "end": end.isoformat()}
+    out.mkdir(parents=True, exist_ok=True)
+    previous = previous_as_of(out, settings)
+    (out / SETTINGS_FILE).unlink(missing_ok=True)
     rngs = dict(
         zip(
             RNG_STREAMS,
@@ -967,44 +1157,47 @@ def generate(
             strict=True,
         )
     )
-    out.mkdir(parents=True, exist_ok=True)
 
     users = simulate_users(rngs["users"], max(50, scale // 20), window)
     fx_days, fx_rates, fx_daily = simulate_fx(rngs["fx"], window)
     txns = simulate_transactions(rngs["transactions"], scale, users, window, fx_daily)
-    defects = draw_transaction_defects(rngs["defects"], scale, len(users.user_id))
+    history = History(users, txns, draw_transaction_defects(rngs["defects"], scale, len(users.user_id)), window)
 
-    user_columns, user_values = user_rows(users, window)
-    transaction_values = transaction_rows(txns, users, defects, window.cutoff)
-    write_app_database(out / "app.sqlite", user_columns, user_values, transaction_values)
-    os.utime(out / "app.sqlite", (window.cutoff, window.cutoff))
+    app = out / "app.sqlite"
+    if previous is not None and previous <= to_date(window.cutoff - DAY) and has_mtime(app, epoch(previous) + DAY):
+        update_app_database(app, history, epoch(previous) + DAY)
+    else:
+        write_app_database(app, history)
+    os.utime(app, (window.cutoff, window.cutoff))
+    counts = {
+        "users": int(np.sum((users.signup < window.cutoff) * (1 + users.duplicate))),
+        "transactions": int(np.sum((txns.first_write < window.cutoff) * (1 + history.defects.duplicate))),
+    }
+    del history
+
+    reuse = previous is not None
+    chargebacks = simulate_chargebacks(rngs["chargebacks"], txns, window)
+    chargeback_dir = out / "bucket" / "chargebacks"
+    chargeback_count, chargeback_files = write_chargebacks(chargebacks, chargeback_dir, window, reuse)
+    remove_stale(chargeback_dir, chargeback_files)
 
     rates = fx_table(fx_days, fx_rates, window)
     write_parquet(rates, out / "fx_rates.parquet", window.cutoff)
 
     events = simulate_events(rngs["events"], rngs["delivery"], txns, users, window)
-    event_count, event_files = write_events(events, out / "events", window)
+    del txns
+    event_count, event_files = write_events(events, out / "events", window, reuse)
     remove_stale(out / "events", event_files)
 
-    chargebacks = simulate_chargebacks(rngs["chargebacks"], txns, window)
-    chargeback_dir = out / "bucket" / "chargebacks"
-    chargeback_count, chargeback_files = write_chargebacks(chargebacks, chargeback_dir, window)
-    remove_stale(chargeback_dir, chargeback_files)
-
-    return {
-        "users": len(user_values),
-        "transactions": len(transaction_values),
-        "events": event_count,
-        "fx_rates": rates.num_rows,
-        "chargebacks": chargeback_count,
-    }
+    as_of_day = to_date(window.cutoff - DAY)
+    (out / SETTINGS_FILE).write_text(json.dumps(settings | {"as_of": as_of_day.isoformat()}) + "\n")
+    os.utime(out / SETTINGS_FILE, (window.cutoff, window.cutoff))
+    return counts | {"events": event_count, "fx_rates": rates.num_rows, "chargebacks": chargeback_count}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.generate", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--out", type=Path, default=Path("data/demo"), help="output folder (default: data/demo)"
-    )
+    parser.add_argument("--out", type=Path, default=Path("data/demo"), help="output folder (default: data/demo)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--scale", type=int, default=100_000, help="transactions over the whole window")
     parser.add_argument(
