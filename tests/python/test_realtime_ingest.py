@@ -1,0 +1,168 @@
+"""The ingestion service, real parts: redis-server, the app under uvicorn, HTTP on 127.0.0.1
+(tests/python/realtime_support.py). 202 with ids, 422 with per-field reasons and a dead letter,
+401, 413, idempotency on the record's key, /metrics; and (with the consumer and a real dbt build)
+streamed rows reaching the features once and dead letters reaching the quarantine with their reasons."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from realtime_support import TEST_TOKEN, Stack, start_stack
+
+EVENT = {
+    "event_id": "evt_rt_1",
+    "user_id": "1",
+    "session_id": "s1",
+    "event_type": "page_view",
+    "device_type": "mobile",
+    "occurred_at": "2026-03-01T10:00:00Z",
+    "properties": {"page": "/home"},
+}
+TRANSACTION = {
+    "transaction_id": "rt_1",
+    "user_id": 1,
+    "amount": 12.5,
+    "currency": "usd",
+    "status": "completed",
+    "device_type": "mobile",
+    "created_at": "2026-03-01T10:00:00Z",
+    "updated_at": "2026-03-01T10:00:00Z",
+}
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """Redis and the service on an empty data folder."""
+    running = start_stack(tmp_path / "data")
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def stream(stack: Stack, kind: str) -> list[tuple[str, dict[str, str]]]:
+    entries = stack.client().xrange(f"ml_features:{kind}")
+    return [(mid.decode(), {k.decode(): v.decode() for k, v in fields.items()}) for mid, fields in entries]
+
+
+def test_valid_records_are_published_once_per_key(stack: Stack) -> None:
+    one = stack.post("events", EVENT)
+    assert one.status_code == 202, one.text
+    [accepted] = one.json()["accepted"]
+    assert accepted["id"] == "evt_rt_1" and not accepted["duplicate"] and one.json()["rejected"] == []
+
+    # the same event again, alone and in a batch: answered with its first message id, not published again
+    again = stack.post("events", [EVENT, {**EVENT, "event_id": "evt_rt_2"}])
+    assert again.status_code == 202, again.text
+    assert [(a["id"], a["message_id"], a["duplicate"]) for a in again.json()["accepted"]][0] == (
+        "evt_rt_1",
+        accepted["message_id"],
+        True,
+    )
+    assert [fields["key"] for _, fields in stream(stack, "events")] == ["evt_rt_1", "evt_rt_2"]
+    # the record travels as the contract's columns, as text (properties as JSON text)
+    record = json.loads(stream(stack, "events")[0][1]["record"])
+    assert record["properties"] == '{"page":"/home"}' and record["user_id"] == "1"
+
+    # a transaction is versioned by updated_at: a new version is a new record, the same version
+    # written another way (Z or +00:00) is not
+    first = stack.post("transactions", TRANSACTION)
+    same_version = stack.post("transactions", {**TRANSACTION, "updated_at": "2026-03-01 10:00:00+00:00"})
+    new_version = stack.post(
+        "transactions", {**TRANSACTION, "status": "refunded", "updated_at": "2026-03-02T09:00:00Z"}
+    )
+    assert [r.status_code for r in (first, same_version, new_version)] == [202, 202, 202]
+    assert [r.json()["accepted"][0]["duplicate"] for r in (first, same_version, new_version)] == [False, True, False]
+    assert len(stream(stack, "transactions")) == 2
+    assert json.loads(stream(stack, "transactions")[0][1]["record"])["amount"] == "12.5"
+
+
+def test_invalid_records_are_answered_422_with_reasons_and_kept_as_dead_letters(stack: Stack) -> None:
+    bad = {**TRANSACTION, "transaction_id": "rt_bad", "amount": "-3", "created_at": "31/02/2026"}
+    answer = stack.post("transactions", [TRANSACTION, bad, {"transaction_id": "rt_x", "colour": "red"}])
+    assert answer.status_code == 422, answer.text
+    body = answer.json()
+    # the valid record of the batch is published all the same
+    assert [a["id"] for a in body["accepted"]] == ["rt_1"]
+    first, second = body["rejected"]
+    assert (first["index"], first["id"]) == (1, "rt_bad")
+    assert [(p["field"], p["rule"], p["reason"]) for p in first["problems"]] == [
+        ("created_at", "unparseable_timestamp", "created_at '31/02/2026' is not a timestamp"),
+        ("amount", "negative_amount", "amount -3 is negative"),
+    ]
+    assert ("colour", "malformed_record", "colour is not a column of the contract") in [
+        (p["field"], p["rule"], p["reason"]) for p in second["problems"]
+    ]
+    # a body that is not JSON is a dead letter too
+    garbage = stack.post("events", content=b"{not json")
+    assert garbage.status_code == 422 and garbage.json()["rejected"][0]["problems"][0]["rule"] == "malformed_record"
+
+    letters = stream(stack, "dead_letters")
+    assert [mid for mid, _ in letters] == [
+        first["dead_letter_id"],
+        second["dead_letter_id"],
+        garbage.json()["rejected"][0]["dead_letter_id"],
+    ]
+    kept = letters[0][1]
+    assert kept["kind"] == "transactions" and json.loads(kept["record"]) == bad
+    assert [p["rule"] for p in json.loads(kept["problems"])] == ["unparseable_timestamp", "negative_amount"]
+    assert letters[2][1]["record"] == "{not json" and letters[2][1]["kind"] == "events"
+    assert len(stream(stack, "transactions")) == 1
+
+
+def test_a_bearer_token_is_required_and_never_logged(stack: Stack) -> None:
+    for token in (None, "wrong", TEST_TOKEN + "x"):
+        answer = stack.post("events", EVENT, token=token)
+        assert answer.status_code == 401, (token, answer.text)
+        assert answer.headers["www-authenticate"] == "Bearer"
+    assert httpx.post(f"{stack.url}/events", json=EVENT, headers={"Authorization": TEST_TOKEN}).status_code == 401
+    assert stream(stack, "events") == [] and stream(stack, "dead_letters") == []
+    assert stack.get("/healthz", token=None).json() == {"status": "ok", "redis": "ok"}
+    assert stack.post("events", EVENT).status_code == 202
+    assert TEST_TOKEN not in (stack.data_dir / "service.log").read_text()
+
+
+def test_bodies_over_the_size_limit_are_refused(tmp_path) -> None:
+    from realtime_support import start_stack
+
+    stack = start_stack(
+        tmp_path / "data", ML_FEATURES_REALTIME_MAX_REQUEST_BYTES="2000", ML_FEATURES_REALTIME_MAX_RECORDS="3"
+    )
+    try:
+        big = [{**EVENT, "event_id": f"evt_{i}", "properties": {"text": "x" * 100}} for i in range(20)]
+        answer = stack.post("events", big)
+        assert answer.status_code == 413 and "2,000 bytes" in answer.json()["detail"]
+
+        # no Content-Length (chunked): counted as it streams in
+        def chunks():
+            yield json.dumps(big).encode()
+
+        chunked = httpx.post(f"{stack.url}/events", content=chunks(), headers=stack.headers())
+        assert chunked.status_code == 413
+        many = stack.post("events", [{"event_id": f"e{i}"} for i in range(4)])
+        assert many.status_code == 413 and "at most 3" in many.json()["detail"]
+        assert stream(stack, "events") == [] and stream(stack, "dead_letters") == []
+    finally:
+        stack.close()
+
+
+def test_metrics_count_requests_rejects_latency_and_the_backlog(stack: Stack) -> None:
+    stack.post("events", EVENT)
+    stack.post("events", [EVENT, {**EVENT, "event_id": None}])
+    stack.post("events", EVENT, token=None)
+    stack.post("transactions", {**TRANSACTION, "amount": "N/A"})
+    text = stack.get("/metrics", token=None).text
+    lines = set(text.splitlines())
+    assert 'ml_features_realtime_requests_total{route="/events",status="202"} 1.0' in lines
+    assert 'ml_features_realtime_requests_total{route="/events",status="422"} 1.0' in lines
+    assert 'ml_features_realtime_requests_total{route="/events",status="401"} 1.0' in lines
+    assert 'ml_features_realtime_rejects_total{kind="events",rule="missing_key"} 1.0' in lines
+    assert 'ml_features_realtime_rejects_total{kind="transactions",rule="non_numeric_amount"} 1.0' in lines
+    assert 'ml_features_realtime_records_total{kind="events",outcome="duplicate"} 1.0' in lines
+    assert 'ml_features_realtime_request_seconds_count{route="/events"} 3.0' in lines
+    # no consumer has read anything yet: the backlog is all there
+    assert 'ml_features_realtime_stream_length{stream="events"} 1.0' in lines
+    assert 'ml_features_realtime_consumer_lag{stream="events"} 1.0' in lines
+    assert 'ml_features_realtime_consumer_lag{stream="dead_letters"} 2.0' in lines
