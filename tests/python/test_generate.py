@@ -4,6 +4,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import demo.generate
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate, main
 
@@ -24,6 +26,7 @@ SEED = 42
 TOKEN = "test-token"
 EARLY = date(2026, 3, 15)  # before the loyalty launch (2026-05-26 for the default window)
 LATE = date(2026, 7, 1)  # after it
+LAUNCH = date(2026, 5, 26)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,9 +104,7 @@ def read_chargebacks(out: Path) -> list[dict[str, str]]:
 # generator
 
 
-def test_counts_match_the_files(
-    demo_runs: dict[str, tuple[Path, dict[str, int]]], full_events: pa.Table
-) -> None:
+def test_counts_match_the_files(demo_runs: dict[str, tuple[Path, dict[str, int]]], full_events: pa.Table) -> None:
     out, counts = demo_runs["full"]
     assert counts["users"] == scalar(out, "SELECT count(*) FROM users")
     assert counts["transactions"] == scalar(out, "SELECT count(*) FROM transactions")
@@ -196,14 +197,12 @@ def test_defects_are_present(full: Path, full_events: pa.Table) -> None:
     assert count("amount LIKE '-%'") > 0
     assert count("amount IN ('N/A', 'abc', 'n/a', '--', '') OR amount LIKE '%,%'") > 0
     assert count("currency NOT IN ('USD', 'EUR', 'GBP', 'CAD', 'AUD')") > 0
+    assert count("CAST(amount AS REAL) > 50 * (SELECT avg(CAST(amount AS REAL)) FROM transactions)") > 0
     assert count("device_type IS NULL") > 0
     assert count("device_type <> lower(trim(device_type))") > 0
     assert count("created_at LIKE '%Z'") > 0
     assert count("created_at LIKE '%+__:__' OR created_at LIKE '%T%-__:__'") > 0
-    assert (
-        count("created_at NOT GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]*' OR created_at LIKE '%-13-%'")
-        > 0
-    )
+    assert count("created_at NOT GLOB '[0-9][0-9][0-9][0-9]-[01][0-9]-[0-3][0-9]*' OR created_at LIKE '%-13-%'") > 0
     assert count("age IS NULL", "users") > 0
     assert count("age < 0 OR age > 120", "users") > 0
     assert count("country IS NULL OR country IN ('XX', 'Narnia')", "users") > 0
@@ -244,6 +243,86 @@ def test_earlier_rerun_removes_later_files(tmp_path: Path) -> None:
     generate(tmp_path, seed=SEED, scale=200, as_of=date(2026, 1, 10))
     days = {path.parent.name for path in (tmp_path / "events").rglob("*.parquet")}
     assert days and max(days) <= "date=2026-01-10"
+
+
+def folder_content(root: Path) -> dict[str, object]:
+    """The app tables row by row (rowid order, column names included) and every other file's digest."""
+    content: dict[str, object] = {name: digest for name, digest in file_digests(root).items() if name != "app.sqlite"}
+    for table in ("users", "transactions"):
+        content[f"app.sqlite:{table}"] = (
+            columns(root, table),
+            hashlib.sha256(repr(query(root, f"SELECT * FROM {table} ORDER BY rowid")).encode()).hexdigest(),
+        )
+    return content
+
+
+def change_times(root: Path, pattern: str) -> dict[Path, int]:
+    """st_ctime_ns of the files under root matching `pattern`: any write or utime moves it."""
+    return {path: path.stat().st_ctime_ns for path in root.rglob(pattern)}
+
+
+def test_a_later_day_appends_to_the_folder_and_equals_a_fresh_generation(
+    demo_runs: dict[str, tuple[Path, dict[str, int]]], tmp_path: Path
+) -> None:
+    """Grown from EARLY to LATE a few days at a time (across the loyalty launch), the folder holds
+    exactly what a fresh generation as of LATE holds; the files and rows already there stay put."""
+    grown = tmp_path / "grown"
+    shutil.copytree(demo_runs["early"][0], grown)  # copy2: the pinned mtimes come along
+    closed_before = change_times(grown, "*.parquet")
+    closed_before = {path: ctime for path, ctime in closed_before.items() if "events" in path.parts}
+    rows_before = query(grown, "SELECT rowid, transaction_id, created_at FROM transactions ORDER BY rowid")
+    statuses_before = dict(query(grown, "SELECT transaction_id, status FROM transactions"))
+
+    counts = {}
+    for day in (LAUNCH - timedelta(days=1), LAUNCH, LATE):
+        counts = generate(grown, seed=SEED, scale=SCALE, as_of=day)
+        assert ("loyalty_tier" in columns(grown, "users")) == (day >= LAUNCH)
+    assert counts == demo_runs["late"][1]
+    assert folder_content(grown) == folder_content(demo_runs["late"][0])
+
+    # appended, not rewritten: earlier event batches untouched, earlier rows keep their place
+    assert closed_before and change_times(grown, "*.parquet").items() >= closed_before.items()
+    rows_after = query(grown, "SELECT rowid, transaction_id, created_at FROM transactions ORDER BY rowid")
+    assert rows_after[: len(rows_before)] == rows_before and len(rows_after) > len(rows_before)
+    # ... while rows written before changed in place (status updates after insert)
+    statuses_after = dict(query(grown, "SELECT transaction_id, status FROM transactions"))
+    assert any(statuses_after[tid] != status for tid, status in statuses_before.items())
+
+
+def test_a_damaged_or_unfinished_folder_is_written_afresh(tmp_path: Path) -> None:
+    """A later day is only appended to a folder this generator finished with the same settings:
+    after a hand edit of the app database, a deleted batch, a foreign file, an interrupted run or
+    other settings, the folder is rewritten and equals a fresh generation."""
+    fresh = tmp_path / "fresh"
+    generate(fresh, seed=SEED, scale=500, as_of=date(2026, 2, 10))
+    expected = folder_content(fresh)
+
+    def grown(damage: str) -> Path:
+        folder = tmp_path / damage
+        generate(folder, seed=SEED if damage != "other_seed" else SEED + 1, scale=500, as_of=date(2026, 2, 1))
+        if damage == "edited_database":
+            with sqlite3.connect(folder / "app.sqlite") as connection:
+                connection.execute("UPDATE transactions SET amount = '0.00' WHERE rowid = 1")
+            connection.close()
+        elif damage == "deleted_batch":
+            sorted((folder / "events").rglob("*.parquet"))[3].unlink()
+        elif damage == "foreign_file":
+            (folder / "events" / "date=2026-01-05" / "stray.parquet").write_bytes(b"not parquet")
+        elif damage == "interrupted":
+            (folder / ".generate.json").unlink()
+        generate(folder, seed=SEED, scale=500, as_of=date(2026, 2, 10))
+        return folder
+
+    for damage in ("edited_database", "deleted_batch", "foreign_file", "interrupted", "other_seed"):
+        assert folder_content(grown(damage)) == expected, damage
+
+
+def test_chunked_rendering_gives_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are rendered and inserted CHUNK_ROWS at a time: the chunk size changes nothing."""
+    generate(tmp_path / "default", seed=SEED, scale=800, as_of=LATE)
+    monkeypatch.setattr(demo.generate, "CHUNK_ROWS", 7)
+    generate(tmp_path / "small_chunks", seed=SEED, scale=800, as_of=LATE)
+    assert folder_content(tmp_path / "small_chunks") == folder_content(tmp_path / "default")
 
 
 def test_cli_prints_counts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
