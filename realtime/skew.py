@@ -119,9 +119,10 @@ def batch_rows(gold: Path, day: dt.date) -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
 
 
-def post(url: str, token: str | None, kind: str, records: list[dict[str, str | None]]) -> None:
-    """POST records to the service in chunks; 202 (accepted) and 422 (rejected, kept as dead letters) are
-    both answers the replay expects."""
+def post(url: str, token: str | None, kind: str, records: list[dict[str, str | None]]) -> set[str]:
+    """POST records to the service in chunks; the ids it accepted. 202 (accepted) and 422 (some rejected,
+    kept as dead letters) are both answers a replay of raw data expects."""
+    accepted: set[str] = set()
     for start in range(0, len(records), 500):
         body = json.dumps(records[start : start + 500]).encode()
         request = urllib.request.Request(f"{url.rstrip('/')}/{kind}", data=body, method="POST")
@@ -130,10 +131,13 @@ def post(url: str, token: str | None, kind: str, records: list[dict[str, str | N
             request.add_header("Authorization", f"Bearer {token}")
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
-                response.read()
+                answer = json.loads(response.read())
         except urllib.error.HTTPError as error:
             if error.code != 422:
                 raise
+            answer = json.loads(error.read())
+        accepted |= {item["id"] for item in answer["accepted"]}
+    return accepted
 
 
 def replay(
@@ -142,45 +146,37 @@ def replay(
     events: list[dict[str, str | None]],
     service: str | None,
     token: str | None,
-    wait_seconds: float = 60.0,
+    wait_seconds: float = 120.0,
 ) -> None:
-    """Send the day's records through the service (then wait until the consumer applied them), or
-    apply them to the store directly, events first as the sources delivered both before the build."""
+    """Send the day's records through the service, then wait until the consumer applied every accepted
+    one to the store; without a service, apply them to the store directly (what the consumer calls)."""
     if service is None:
-        for start in range(0, max(len(events), len(transactions)), 500):
+        for start in range(0, len(events), 500):
             online_store.apply_batch(client, [], events[start : start + 500])
         for start in range(0, len(transactions), 500):
             online_store.apply_batch(client, transactions[start : start + 500], [])
         return
-    post(service, token, "events", events)
-    post(service, token, "transactions", transactions)
-    wait_until_applied(client, transactions, events, wait_seconds)
+    accepted_events = post(service, token, "events", events)
+    accepted_transactions = post(service, token, "transactions", transactions)
+    wait_until_applied(client, accepted_transactions, accepted_events, wait_seconds)
 
 
-def wait_until_applied(
-    client: redis.Redis, transactions: list[dict[str, str | None]], events: list[dict[str, str | None]], seconds: float
-) -> None:
-    """Until every keyed record of the replay is in the store (txv / evs hold every id applied)."""
-    wanted_txn = {str(r["transaction_id"]).strip() for r in transactions if (r.get("transaction_id") or "").strip()}
-    wanted_evt = {str(r["event_id"]).strip() for r in events if (r.get("event_id") or "").strip()}
+def wait_until_applied(client: redis.Redis, transactions: set[str], events: set[str], seconds: float) -> None:
+    """Until every accepted record is in the store (txv / evs hold every id applied)."""
     deadline = time.monotonic() + seconds
     while True:
         txn = (
-            sum(1 for v in client.hmget(online_store.PREFIX + "txv", list(wanted_txn)) if v is not None)
-            if wanted_txn
+            sum(v is not None for v in client.hmget(online_store.PREFIX + "txv", list(transactions)))
+            if transactions
             else 0
         )
-        evt = (
-            sum(1 for v in client.hmget(online_store.PREFIX + "evs", list(wanted_evt)) if v is not None)
-            if wanted_evt
-            else 0
-        )
-        if txn >= len(wanted_txn) and evt >= len(wanted_evt):
+        evt = sum(v is not None for v in client.hmget(online_store.PREFIX + "evs", list(events))) if events else 0
+        if txn >= len(transactions) and evt >= len(events):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(
-                f"after {seconds:.0f}s the store holds {txn} of {len(wanted_txn)} transactions and {evt} of "
-                f"{len(wanted_evt)} events of the replay (is the consumer running?)"
+                f"after {seconds:.0f}s the store holds {txn} of {len(transactions)} transactions and {evt} of "
+                f"{len(events)} events the service accepted (is the consumer running?)"
             )
         time.sleep(0.1)
 
@@ -223,11 +219,13 @@ def check(
     gold: Path,
     service: str | None = None,
     token: str | None = None,
+    fresh: bool = False,
 ) -> SkewReport:
-    """Sync as of `day`, replay it, compare. The store's keys are cleared first: the check starts from the gold."""
-    online_store.clear(client)
+    """Sync as of `day`, replay it, compare. `fresh`: the store's keys are deleted first."""
+    transactions, events = day_records(warehouse, day)  # first: a running consumer loads into the warehouse
+    if fresh:
+        online_store.clear(client)
     online_store.sync(client, gold, as_of=day)
-    transactions, events = day_records(warehouse, day)
     report = SkewReport(day, replayed_transactions=len(transactions), replayed_events=len(events))
     replay(client, transactions, events, service, token)
     compare(client, batch_rows(gold, day), day, report)
@@ -242,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", type=dt.date.fromisoformat, required=True, help="the day to replay, YYYY-MM-DD")
     parser.add_argument("--service", default=None, help="the ingestion service's URL (default: apply directly)")
     parser.add_argument("--token", default=None, help="its bearer token")
+    parser.add_argument("--fresh", action="store_true", help="delete the online store's keys first")
     parser.add_argument("--redis-url", default=None, help="default: ML_FEATURES_REDIS_URL or the stack's redis-server")
     args = parser.parse_args(argv)
     gold, warehouse = published_path(), Path(duckdb_path())
@@ -249,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[skew] no warehouse at {warehouse} or no published gold at {gold}: build through {args.date} first")
         return 2
     try:
-        report = check(online_store.connect(args.redis_url), args.date, warehouse, gold, args.service, args.token)
+        report = check(
+            online_store.connect(args.redis_url), args.date, warehouse, gold, args.service, args.token, args.fresh
+        )
     except (online_store.StoreError, redis.ConnectionError, TimeoutError) as error:
         print(f"[skew] {error}")
         return 2

@@ -1,0 +1,91 @@
+"""Training/serving skew: a day replayed through the real service and consumer gives, for every
+transaction, the online features the batch fct_transaction_features row holds (to 1e-9, every column
+but the label)."""
+
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+from realtime_support import REPO_ROOT, Stack, realtime_stack_on_warehouse  # noqa: F401 (fixture)
+
+from pipeline.published import published_path, refresh_published
+from realtime import online_store, skew
+
+
+def last_day(gold: Path) -> dt.date:
+    with duckdb.connect(str(gold), read_only=True) as connection:
+        [(day,)] = connection.sql("select max(transaction_date) from marts.fct_transaction_features").fetchall()
+    return day
+
+
+def test_a_replayed_day_has_the_batch_features(realtime_stack_on_warehouse: Stack) -> None:  # noqa: F811
+    stack = realtime_stack_on_warehouse
+    assert refresh_published(str(stack.duckdb_path)) is not None
+    gold = published_path()
+    day = last_day(gold)
+    consumer = stack.start_consumer()
+    report = skew.check(stack.client(), day, stack.duckdb_path, gold, service=stack.url, token=stack.token)
+    print("\n".join(report.lines()))
+    assert consumer.poll() is None, consumer.stdout.read() if consumer.stdout else ""
+    with duckdb.connect(str(gold), read_only=True) as connection:
+        [(rows, with_history, with_session)] = connection.execute(
+            "select count(*), count(*) filter (user_txn_count_30d > 0), "
+            "count(*) filter (session_events_before_txn > 0) "
+            "from marts.fct_transaction_features where transaction_date = ?",
+            [day],
+        ).fetchall()
+    # the day is a real test: transactions with a history and with session events before them
+    assert report.compared == rows > 0 and with_history > 0 and with_session > 0
+    assert report.replayed_events > 0
+    assert dict(report.mismatches) == {}, "\n".join(report.lines())
+    stack.wait_consumed(consumer)
+    # the replayed records reached the warehouse's raw stream tables too (the consumer's load)
+    [(raw_rows,)] = stack.query("select count(*) from raw_stream.transactions")
+    assert raw_rows > 0
+
+    # a definition difference is caught: a served column changed in the store fails the check and names it
+    client = stack.client()
+    txn_id = report_first_transaction(gold, day)
+    user = online_store.transaction_features(client, *txn_id)["user_id"]
+    payload = client.hget(online_store.PREFIX + "txa:" + user, txn_id[1]).decode()
+    amount, device = payload.split("\t")
+    client.hset(online_store.PREFIX + "txa:" + user, txn_id[1], f"{float(amount) + 0.01:.6f}\t{device}")
+    broken = skew.SkewReport(day)
+    skew.compare(client, skew.batch_rows(gold, day), day, broken)
+    assert broken.mismatches["amount_usd"] == 1 and broken.mismatches["amount_usd_scaled"] == 1
+
+
+def report_first_transaction(gold: Path, day: dt.date) -> tuple[str, str]:
+    with duckdb.connect(str(gold), read_only=True) as connection:
+        [(user, txn)] = connection.execute(
+            "select user_id, transaction_id from marts.fct_transaction_features where transaction_date = ? "
+            "order by created_at limit 1",
+            [day],
+        ).fetchall()
+    return str(user), str(txn)
+
+
+def test_the_skew_command_passes_and_a_stale_store_is_caught(realtime_stack_on_warehouse: Stack) -> None:  # noqa: F811
+    """`python -m realtime.skew --date D` (applying to the store directly): 0 mismatches, exit 0; a store whose
+    parameters differ from the gold's (a stale sync) is a mismatch of exactly the column they feed."""
+    stack = realtime_stack_on_warehouse
+    refresh_published(str(stack.duckdb_path))
+    day = last_day(published_path())
+    command = [sys.executable, "-m", "realtime.skew", "--date", str(day), "--redis-url", stack.redis_server.url]
+    run = subprocess.run(command, cwd=REPO_ROOT, env=stack.environment, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PASS: 0 mismatches" in run.stdout and "is_fraud, is_label_matured" in run.stdout
+
+    # the Lua read takes the parameters from the store: change the fitted mean as a stale store would hold it
+    client = stack.client()
+    online_store.sync(client, published_path(), as_of=day)
+    params = json.loads(client.hget(online_store.PREFIX + "meta", "params"))
+    report = skew.SkewReport(day)
+    params["amount_usd_mean"] += 1.0
+    client.hset(online_store.PREFIX + "meta", "params", json.dumps(params))
+    skew.compare(client, skew.batch_rows(published_path(), day), day, report)
+    assert report.mismatches["amount_usd_scaled"] == report.compared > 0
+    assert set(report.mismatches) == {"amount_usd_scaled"}
