@@ -793,7 +793,16 @@ class Sessions:
     start_us: np.ndarray  # int64, per session
 
 
-def transaction_sessions(rng: np.random.Generator, txns: Transactions) -> Sessions:
+@dataclass
+class Purchases:
+    """What the clickstream needs of each transaction: when, by whom, on which device."""
+
+    created: np.ndarray
+    user_index: np.ndarray
+    device: np.ndarray
+
+
+def transaction_sessions(rng: np.random.Generator, txns: Purchases) -> Sessions:
     """Sessions in the 30 minutes before ~75% of transactions, ending with a checkout."""
     has_session = np.flatnonzero(rng.random(len(txns.created)) < 0.75)
     sizes = 1 + rng.poisson(2.5, len(has_session))
@@ -810,7 +819,7 @@ def transaction_sessions(rng: np.random.Generator, txns: Transactions) -> Sessio
     position = np.arange(len(session)) - starts[session]
     last = position == sizes[session] - 1
     middle = pick_weighted(rng, len(session), [0.5, 0.3, 0.2])  # page_view, search, add_to_cart
-    first = np.where(rng.random(len(session)) < 0.4, LOGIN, PAGE_VIEW)
+    first = np.where(draw_below(rng, len(session), 0.4), np.int8(LOGIN), np.int8(PAGE_VIEW))
     event_type = np.where(last, CHECKOUT, np.where(position == 0, first, middle)).astype(np.int8)
     return Sessions(
         session=session,
@@ -834,7 +843,7 @@ def browsing_sessions(rng: np.random.Generator, n: int, users: Users, window: Wi
     gaps[position == 0] = 0
     occurred = start[session] * 1_000_000 + cumsum_within(gaps, sizes)
     del gaps
-    first = np.where(rng.random(len(session)) < 0.25, LOGIN, PAGE_VIEW)
+    first = np.where(draw_below(rng, len(session), 0.25), np.int8(LOGIN), np.int8(PAGE_VIEW))
     later = pick_weighted(rng, len(session), [0.6, 0.3, 0.1])
     event_type = np.where(position == 0, first, later).astype(np.int8)
     del first, later, position
@@ -866,7 +875,7 @@ class Events:
 def simulate_events(
     rng: np.random.Generator,
     delivery_rng: np.random.Generator,
-    txns: Transactions,
+    txns: Purchases,
     users: Users,
     window: Window,
 ) -> Events:
@@ -908,10 +917,33 @@ def session_numbers(session: np.ndarray, start_us: np.ndarray) -> np.ndarray:
     return number[session]
 
 
+# per-event random numbers are drawn this many at a time (numpy's generators give the same stream
+# in chunks as in one call), so no temporary array is as long as the event stream
+DRAW_CHUNK = 1_000_000
+
+
+def spans(n: int) -> Iterator[slice]:
+    """[0, n) in consecutive slices of at most DRAW_CHUNK."""
+    for low in range(0, n, DRAW_CHUNK):
+        yield slice(low, min(n, low + DRAW_CHUNK))
+
+
 def draw_properties(rng: np.random.Generator, event_type: np.ndarray) -> np.ndarray:
     """An index into the property dictionary, of the right event type, for each event."""
     _, offsets, counts = property_dictionary()
-    return (offsets[event_type] + (rng.random(len(event_type)) * counts[event_type]).astype(np.int64)).astype(np.int16)
+    properties = np.empty(len(event_type), dtype=np.int16)
+    for span in spans(len(event_type)):
+        kind = event_type[span]
+        properties[span] = offsets[kind] + (rng.random(len(kind)) * counts[kind]).astype(np.int64)
+    return properties
+
+
+def draw_below(rng: np.random.Generator, n: int, probability: float) -> np.ndarray:
+    """n coin flips with the given probability: rng.random(n) < probability, drawn in chunks."""
+    flips = np.empty(n, dtype=bool)
+    for span in spans(n):
+        flips[span] = rng.random(span.stop - span.start) < probability
+    return flips
 
 
 def deliver(rng: np.random.Generator, occurred_us: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -919,15 +951,15 @@ def deliver(rng: np.random.Generator, occurred_us: np.ndarray, window: Window) -
     batch or the next). Returns the event of each delivered row and its batch, ordered by batch,
     event, copy, keeping the batches that closed by the end of the window."""
     n = len(occurred_us)
-    late = rng.random(n) < 0.01
-    delay = rng.integers(BATCH_SECONDS, 24 * HOUR, n)
-    batch = occurred_us // 1_000_000
-    batch[late] += delay[late]
-    del late, delay
-    batch -= window.start
-    batch //= BATCH_SECONDS
-    batch = batch.astype(np.int32)
-    again = rng.random(n) < 0.01
+    late = draw_below(rng, n, 0.01)
+    batch = np.empty(n, dtype=np.int32)
+    for span in spans(n):
+        delay = rng.integers(BATCH_SECONDS, 24 * HOUR, span.stop - span.start)
+        seconds = occurred_us[span] // 1_000_000
+        seconds[late[span]] += delay[late[span]]
+        batch[span] = (seconds - window.start) // BATCH_SECONDS
+    del late
+    again = draw_below(rng, n, 0.01)
     copy_shift = rng.integers(0, 2, int(again.sum())).astype(np.int32)
     # each event, then right after it its second delivery: a stable sort on the batch alone
     # orders the rows by (batch, event, copy)
@@ -1184,8 +1216,10 @@ def generate(
     rates = fx_table(fx_days, fx_rates, window)
     write_parquet(rates, out / "fx_rates.parquet", window.cutoff)
 
-    events = simulate_events(rngs["events"], rngs["delivery"], txns, users, window)
+    purchases = Purchases(txns.created, txns.user_index.astype(np.int32), txns.device.astype(np.int8))
     del txns
+    events = simulate_events(rngs["events"], rngs["delivery"], purchases, users, window)
+    del purchases
     event_count, event_files = write_events(events, out / "events", window, reuse)
     remove_stale(out / "events", event_files)
 
