@@ -325,7 +325,7 @@ def decide_transactions(
             rule = "unknown_user"
         else:
             rule = None
-        kept = {k: record.get(k) for k in TRANSACTION_FIELDS} | {"loaded_us": loaded}
+        kept = {k: record.get(k) for k in TRANSACTION_FIELDS}  # not the load time: a redelivery is the same
         decided.append(DecidedTransaction(txn_id, user_id or "", created, updated, rule, None, device, kept))
         amounts.append(amount if rule is None else None)
         rates.append(rate if rule is None else None)
@@ -743,23 +743,26 @@ def first_changed_day(before: dict[str, list[list[Any]]], after: dict[str, list[
 
 def recheck(client: redis.Redis, changed_day: int | None) -> int:
     """Decide again the stored transactions whose decision an FX change can alter: those rejected for
-    an unknown currency or a missing rate, and those dated on or after the first changed rate."""
-    records, loaded = [], []
+    an unknown currency or a missing rate, and those dated on or after the first changed rate. A version
+    kept as created_at_in_future stays so (its load time does not change); the others passed that rule
+    when they were loaded, so it is not applied again."""
+    records = []
     for _txn_id, version in client.hscan_iter(PREFIX + "txv", count=5000):
         body = json.loads(version.decode().split("\t", 3)[3])
-        created = body.get("created_at")
-        rule = body.get("rule")
+        created, rule = body.get("created_at"), body.get("rule")
+        if rule in ("created_at_in_future", "unparseable_timestamp"):
+            continue
         try:
             day = (from_text(created).date() - EPOCH.date()).days if created else None
         except ValueError:
-            day = None
-        if rule in ("unknown_currency", "missing_fx_rate") or (
-            changed_day is not None and day is not None and day >= changed_day
-        ):
+            day = None  # a text the warehouse's cast reads but Python's does not: decided again below
+        dated_after_the_change = changed_day is not None and (day is None or day >= changed_day)
+        if rule in ("unknown_currency", "missing_fx_rate") or dated_after_the_change:
             records.append({k: body.get(k) for k in TRANSACTION_FIELDS})
-            loaded.append(int(body.get("loaded_us") or 0))
+    never_in_future = 2**62
     for start in range(0, len(records), 5000):
-        apply_records(client, records[start : start + 5000], [], loaded[start : start + 5000])
+        chunk = records[start : start + 5000]
+        apply_records(client, chunk, [], [never_in_future] * len(chunk))
     return len(records)
 
 
