@@ -428,11 +428,15 @@ def draw_fraud(
 
 
 def calibrate_bias(score: np.ndarray, rate: float) -> float:
-    """The intercept that makes the mean fraud probability equal `rate` (bisection)."""
+    """The intercept that makes the mean fraud probability equal `rate` (bisection).
+
+    A score takes a few dozen values: the mean is weighted over those, not over every row.
+    """
+    values, counts = np.unique(score, return_counts=True)
     low, high = -20.0, 5.0
     for _ in range(50):
         middle = (low + high) / 2
-        if np.mean(1.0 / (1.0 + np.exp(-(middle + score)))) > rate:
+        if np.dot(counts, 1.0 / (1.0 + np.exp(-(middle + values)))) / len(score) > rate:
             high = middle
         else:
             low = middle
