@@ -41,14 +41,14 @@ from extract.arrow_rows import random_prefix, with_row_ids
 from extract.load import DUCKDB_PARQUET, duckdb_path, duckdb_settings, finish_interrupted, pipelines_dir
 from extract.resumable_duckdb import resumable_duckdb
 from realtime.broker import Broker, Message, RedisStreamsBroker, connect
-from realtime.contract import COLUMNS
+from realtime.contract import COLUMNS, record_id
 from realtime.settings import Settings
 
 logger = logging.getLogger("realtime.consumer")
 PIPELINE = "ml_features_stream"
 DATASET = "raw_stream"
 MESSAGE_ID = "_stream_message_id"
-DEAD_LETTER_COLUMNS = ("kind", "record", "problems", "rejection_rule", "rejection_reason", "received_at")
+DEAD_LETTER_COLUMNS = ("kind", "record_key", "record", "problems", "rejection_rule", "rejection_reason", "received_at")
 TABLE_COLUMNS = {**COLUMNS, "dead_letters": DEAD_LETTER_COLUMNS}
 
 
@@ -68,6 +68,10 @@ def rows_of(messages: list[Message]) -> Batch:
         if message.stream == "dead_letters":
             problems = json.loads(message.fields.get("problems") or "[]")
             row = {name: message.fields.get(name) for name in ("kind", "record", "problems", "received_at")}
+            try:
+                row["record_key"] = record_id(message.fields.get("kind", ""), json.loads(row["record"] or "null"))
+            except ValueError:  # the body as sent, not JSON
+                row["record_key"] = None
             row["rejection_rule"] = problems[0]["rule"] if problems else "malformed_record"
             row["rejection_reason"] = "; ".join(problem["reason"] for problem in problems) or "no reason given"
         else:

@@ -260,5 +260,12 @@ def problem_of(detail: Any) -> Problem:
     return Problem(field=field, rule=rule, reason=reason)
 
 
+def record_id(kind: str, record: Any) -> str | None:
+    """The id a record as sent carries (transaction_id or event_id), whatever else is wrong with it."""
+    key = "transaction_id" if kind == "transactions" else "event_id"
+    value = record.get(key) if isinstance(record, dict) else None
+    return None if value is None or isinstance(value, dict | list) else str(value)
+
+
 def json_kind(value: Any) -> str:
     return {list: "an array", str: "a string", type(None): "null", bool: "a boolean"}.get(type(value), "a number")

@@ -30,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from pydantic import BaseModel
 
 from realtime.broker import Broker, RedisStreamsBroker, connect
-from realtime.contract import Problem, validate
+from realtime.contract import Problem, record_id, validate
 from realtime.settings import KINDS, SettingError, Settings
 
 logger = logging.getLogger("realtime.service")
@@ -204,7 +204,7 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
             [letter_of(kind, json.dumps(record), problems, received_at) for _, record, problems in invalid]
         )
         rejected = [
-            Rejected(index=index, id=id_of(kind, record), problems=problems, dead_letter_id=letter)
+            Rejected(index=index, id=record_id(kind, record), problems=problems, dead_letter_id=letter)
             for (index, record, problems), letter in zip(invalid, letters, strict=True)
         ]
         for item in accepted:
@@ -269,9 +269,3 @@ def letter_of(kind: str, sent: str, problems: list[Problem], received_at: dt.dat
         "problems": json.dumps([problem.model_dump() for problem in problems], separators=(",", ":")),
         "received_at": received_at.isoformat(),
     }
-
-
-def id_of(kind: str, record: Any) -> str | None:
-    key = "transaction_id" if kind == "transactions" else "event_id"
-    value = record.get(key) if isinstance(record, dict) else None
-    return None if value is None or isinstance(value, dict | list) else str(value)

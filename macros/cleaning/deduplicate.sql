@@ -4,10 +4,12 @@
     (greatest updated_at, then the latest load), the first delivery of an event (earliest load, then
     batch file). Used by int_transactions_validated / int_events_validated (incrementally, see
     one_per_key_since_last_build) and by the speed layer of realtime_transaction_features (all rows).
+    Each reads the batch source's staging view and the stream's (records pushed to the real-time
+    ingestion service) together: a key is decided over both.
 -#}
 {% macro deduplicate_transactions(recheck=none) %}
     {{ one_per_key_since_last_build(
-        ref('stg_app__transactions'),
+        [ref('stg_app__transactions'), ref('stg_stream__transactions')],
         key='transaction_id',
         order_by='updated_at desc nulls last, source_load_id desc, source_row_id asc',
         recheck=recheck
@@ -18,7 +20,7 @@
 {% macro deduplicate_events(recheck=none) %}
     {#- raw events are append-only: dlt appends every delivery and never deletes one -#}
     {{ one_per_key_since_last_build(
-        ref('stg_events__events'),
+        [ref('stg_events__events'), ref('stg_stream__events')],
         key='event_id',
         order_by='source_load_id, source_batch_file, source_row_id',
         recheck=recheck,
@@ -29,7 +31,8 @@
 
 {#-
     one_per_key_since_last_build(staged, key, order_by, recheck): keep_one_per_key over a staging
-    view (columns source_load_id, source_row_id), for a model that holds its result.
+    view (columns source_load_id, source_row_id), or a list of staging views with the same documented
+    columns (read as their union), for a model that holds its result.
 
     A full build reads every staged row. An incremental run decides again only the keys of the rows
     loaded since the newest load the model has read (last_load_built), and the rows of the model that `recheck` (SQL over
@@ -48,11 +51,17 @@
     The result is what a full build gives for those keys: the model replaces them (unique_key).
 -#}
 {% macro one_per_key_since_last_build(staged, key, order_by, recheck=none, append_only=false) %}
+    {%- set views = staged if staged is not string and staged is iterable and staged is not mapping
+        and not staged.identifier else [staged] -%}
+    {#- while parsing, ref() gives no real relation and the SQL is not run -#}
+    {#- nor in a unit test (no graph of nodes): there the views' columns, in the same order, are read -#}
+    {%- set columns = documented_columns(views[0]) if execute and graph.get('nodes') else ['*'] -%}
+    {%- set staged = union_of(views, columns) -%}
     {%- if not is_incremental() -%}
         {{ keep_one_per_key(staged, key=key, order_by=order_by, row_id='source_row_id', newest_load='source_load_id') }}
     {%- else -%}
-        {%- set columns = documented_columns(staged) -%}
         {%- set last_load_id = last_load_built() -%}
+        {%- set kept_columns = columns_built(columns) -%}
         {#- a table built before newest_load_id existed: the kept row's own load stands in, once -#}
         {%- set kept_newest_load = 'kept.newest_load_id' if has_newest_load_id() else 'kept.source_load_id' -%}
         select *
@@ -106,7 +115,7 @@
             kept_earlier as (
                 select
                     {%- for column in columns %}
-                        kept.{{ column }},
+                        {{ 'kept.' ~ column if column in kept_columns else 'null as ' ~ column }},
                     {%- endfor %}
                     {{ kept_newest_load }} as newest_load_id,
                     {{ 'kept.rows_in_raw' if append_only else 'earlier_counts.earlier_rows' }} as raw_rows
@@ -186,6 +195,30 @@
         {{ return(true) }}
     {%- endif -%}
     {{ return('newest_load_id' in adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list) }}
+{%- endmacro %}
+
+
+{#- union_of(views, columns): one view as it is, or a subquery of the union of `views` (their `columns`) -#}
+{% macro union_of(views, columns) -%}
+    {%- if views | length == 1 -%}
+        {{ return(views[0]) }}
+    {%- endif -%}
+    {%- set selects = [] -%}
+    {%- for view in views -%}
+        {%- do selects.append('select ' ~ columns | join(', ') ~ ' from ' ~ view) -%}
+    {%- endfor -%}
+    {{ return('(' ~ selects | join(' union all ') ~ ')') }}
+{%- endmacro %}
+
+
+{#- columns_built(columns): those of `columns` the incremental model being built holds already (a table
+    built before a column was added gets it on this run: on_schema_change); all without introspection -#}
+{% macro columns_built(columns) -%}
+    {%- if not flags.INTROSPECT -%}
+        {{ return(columns) }}
+    {%- endif -%}
+    {%- set existing = adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list -%}
+    {{ return(columns | select('in', existing) | list) }}
 {%- endmacro %}
 
 

@@ -12,27 +12,53 @@
     staging kept of it (for transactions and events the validated tables, which hold every staged
     row: computing staging's deduplication again would cost a full pass), and how many raw rows each
     kept row stands for (`rows_in_raw`; fx rates and chargebacks are not deduplicated) -#}
+{#- Transactions and events of the batch sources and of the stream are validated together: their
+    rows are told apart by source_table (null: validated before the column existed, the batch source's) -#}
+{%- set transactions_of_app = "coalesce(source_table, 'app.transactions') = 'app.transactions'" %}
+{%- set events_of_files = "coalesce(source_table, 'events.events') = 'events.events'" %}
 {%- set raw_tables = [
-    ('app.users', source('app', 'users'), 'app', ref('stg_app__users'), 'rows_in_raw'),
-    ('app.transactions', source('app', 'transactions'), 'app', ref('int_transactions_validated'), 'rows_in_raw'),
-    ('events.events', source('events', 'events'), 'events', ref('int_events_validated'), 'rows_in_raw'),
-    ('fx.rates', source('fx', 'rates'), 'fx', ref('stg_fx__rates'), '1'),
-    ('chargebacks.chargebacks', source('chargebacks', 'chargebacks'), 'chargebacks', ref('stg_chargebacks__chargebacks'), '1'),
+    ('app.users', source('app', 'users'), 'app', ref('stg_app__users'), 'rows_in_raw', 'true'),
+    ('app.transactions', source('app', 'transactions'), 'app', ref('int_transactions_validated'), 'rows_in_raw',
+        transactions_of_app),
+    ('events.events', source('events', 'events'), 'events', ref('int_events_validated'), 'rows_in_raw', events_of_files),
+    ('fx.rates', source('fx', 'rates'), 'fx', ref('stg_fx__rates'), '1', 'true'),
+    ('chargebacks.chargebacks', source('chargebacks', 'chargebacks'), 'chargebacks', ref('stg_chargebacks__chargebacks'), '1', 'true'),
 ] %}
 {#- a file the extract could not read loads no rows: its row in raw_<source>.rejected_files counts as
     one raw row of the table its rows were for, staged and quarantined (unreadable_file), in the load
     that recorded the rejection; it is never a duplicate -#}
 {%- set rejected_files = [
-    ('events.events', source('events', 'rejected_files'), 'events', ref('stg_events__rejected_files')),
-    ('chargebacks.chargebacks', source('chargebacks', 'rejected_files'), 'chargebacks', ref('stg_chargebacks__rejected_files')),
+    ('events.events', source('events', 'rejected_files'), 'events', ref('stg_events__rejected_files'), 'true', 'true'),
+    ('chargebacks.chargebacks', source('chargebacks', 'rejected_files'), 'chargebacks', ref('stg_chargebacks__rejected_files'),
+        'true', 'true'),
 ] %}
+{#- the stream's tables, once the real-time consumer has loaded them: its transactions and events like the
+    batch sources'; a record the ingestion service rejected (a dead letter) counts as one raw row of the
+    stream table it was sent to, staged and quarantined, like a rejected file -#}
+{%- if relation_exists(source('stream', '_dlt_loads')) %}
+    {%- for table in ['transactions', 'events'] %}
+        {%- if relation_exists(source('stream', table)) %}
+            {%- do raw_tables.append((
+                'stream.' ~ table, source('stream', table), 'stream',
+                ref('int_transactions_validated' if table == 'transactions' else 'int_events_validated'), 'rows_in_raw',
+                "source_table = 'stream." ~ table ~ "'"
+            )) %}
+        {%- endif %}
+        {%- if relation_exists(source('stream', 'dead_letters')) %}
+            {%- do rejected_files.append((
+                'stream.' ~ table, source('stream', 'dead_letters'), 'stream', ref('stg_stream__dead_letters'),
+                "kind = '" ~ table ~ "'", "source_table = 'stream." ~ table ~ "'"
+            )) %}
+        {%- endif %}
+    {%- endfor %}
+{%- endif %}
 {%- set previous = previous_build() %}
 
 with
 
 -- every raw row of a completed load, and every rejected file (one row each)
 raw_counts_by_relation as (
-    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw in raw_tables %}
+    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw, staged_filter in raw_tables %}
         select
             '{{ source_table }}' as source_table,
             _dlt_load_id as source_load_id,
@@ -42,13 +68,13 @@ raw_counts_by_relation as (
         group by _dlt_load_id
         union all
     {%- endfor %}
-    {%- for source_table, files_relation, source_name, staged_files in rejected_files %}
+    {%- for source_table, files_relation, source_name, staged_files, raw_filter, staged_filter in rejected_files %}
         select
             '{{ source_table }}' as source_table,
             _dlt_load_id as source_load_id,
             count(*) as raw_rows
         from {{ files_relation }}
-        where _dlt_load_id in ({{ completed_loads(source_name) }})
+        where {{ raw_filter }} and _dlt_load_id in ({{ completed_loads(source_name) }})
         group by _dlt_load_id
         {% if not loop.last %}
             union all
@@ -67,20 +93,22 @@ raw_counts as (
 
 -- the rows staging kept; rows_in_raw - 1 is how many duplicates staging says it collapsed into each
 staged_rows as (
-    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw in raw_tables %}
+    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw, staged_filter in raw_tables %}
         select
             '{{ source_table }}' as source_table,
             source_load_id,
             {{ kept_rows_in_raw }} as rows_in_raw
         from {{ staged_relation }}
+        where {{ staged_filter }}
         union all
     {%- endfor %}
-    {%- for source_table, files_relation, source_name, staged_files in rejected_files %}
+    {%- for source_table, files_relation, source_name, staged_files, raw_filter, staged_filter in rejected_files %}
         select
             '{{ source_table }}' as source_table,
             source_load_id,
             1 as rows_in_raw
         from {{ staged_files }}
+        where {{ staged_filter }}
         {% if not loop.last %}
             union all
         {% endif %}
@@ -97,14 +125,15 @@ valid_rows as (
     union all
 
     select
-        'app.transactions' as source_table,
+        coalesce(source_table, 'app.transactions') as source_table,
         source_load_id
-    from {{ ref('int_transactions_cleaned') }}
+    from {{ ref('int_transactions_validated') }}
+    where rejection_rule is null
 
     union all
 
     select
-        'events.events' as source_table,
+        coalesce(source_table, 'events.events') as source_table,
         source_load_id
     from {{ ref('int_events_validated') }}
     where rejection_rule is null
@@ -262,7 +291,7 @@ loads_to_check as (
 -- per table, on the row id alone (a staged row that appeared twice would not count its raw row
 -- twice: it shows as more staged than raw rows)
 checks_made as (
-    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw in raw_tables %}
+    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw, staged_filter in raw_tables %}
         {%- set loads_of_table -%}
             select loads_to_check.source_load_id
             from loads_to_check

@@ -1,6 +1,9 @@
 -- one row per rejected source row: which table, the rule it broke, a readable reason,
 -- the dlt load it came in and its raw values. Nothing is dropped silently. A file the extract could
 -- not read (raw_<source>.rejected_files) is one row of the table its rows were for, keyed by its path.
+-- Transactions and events come from their batch source or the stream (source_table; a row validated
+-- before the column existed is the batch source's). A record the ingestion service rejected (a dead
+-- letter) is one row of the stream table it was sent to, with the service's rule and every reason.
 with
 
 transactions as (
@@ -36,9 +39,13 @@ rejected_chargeback_files as (
     select * from {{ ref('stg_chargebacks__rejected_files') }}
 ),
 
+dead_letters as (
+    select * from {{ ref('stg_stream__dead_letters') }}
+),
+
 unioned as (
     select
-        'app.transactions' as source_table,
+        coalesce(source_table, 'app.transactions') as source_table,
         cast(transaction_id as {{ dbt.type_string() }}) as record_key,
         rejection_rule,
         rejection_reason,
@@ -53,7 +60,7 @@ unioned as (
     union all
 
     select
-        'events.events' as source_table,
+        coalesce(source_table, 'events.events') as source_table,
         event_id as record_key,
         rejection_rule,
         rejection_reason,
@@ -101,6 +108,18 @@ unioned as (
         'date=' || coalesce(raw_rate_date, 'null') || '; currency=' || coalesce(currency, 'null')
         || '; rate_to_usd=' || coalesce(raw_rate_to_usd, 'null') as raw_values
     from fx_rates
+
+    union all
+
+    select
+        source_table,
+        record_key,
+        rejection_rule,
+        rejection_reason,
+        source_load_id,
+        source_row_id,
+        'record=' || coalesce(raw_record, 'null') as raw_values
+    from dead_letters
 
     union all
 

@@ -43,7 +43,9 @@ typed as (
         and {{ created_at }} is null as is_created_at_unparseable,
         ---------- lineage
         _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id
+        _dlt_id as source_row_id,
+        'app.transactions' as source_table,
+        cast(null as {{ dbt.type_string() }}) as source_message_id
     from source
 )
 

@@ -25,7 +25,9 @@ typed as (
         ---------- lineage
         _batch_file as source_batch_file,
         _dlt_load_id as source_load_id,
-        _dlt_id as source_row_id
+        _dlt_id as source_row_id,
+        'events.events' as source_table,
+        cast(null as {{ dbt.type_string() }}) as source_message_id
     from source
 )
 
