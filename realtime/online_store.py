@@ -38,6 +38,7 @@ batch again changes nothing:
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime as dt
 import json
 import math
@@ -194,7 +195,8 @@ class Fx:
     """Known currencies and their rate ranges, read from Redis once per batch."""
 
     def __init__(self, ranges: dict[str, list[list[Any]]], reporting_currency: str) -> None:
-        self.ranges = ranges
+        self.ranges = {currency: sorted(r for r in found if r[0] is not None) for currency, found in ranges.items()}
+        self.starts = {currency: [r[0] for r in found] for currency, found in self.ranges.items()}
         self.reporting = reporting_currency
 
     @classmethod
@@ -210,10 +212,11 @@ class Fx:
         """The rate of `currency` on `day` (days since the epoch): that of the latest rate date <= day."""
         if currency == self.reporting:
             return 1.0
-        for start, end, rate in self.ranges.get(currency, []):
-            if start is not None and start <= day < end:
-                return float(rate)
-        return None
+        index = bisect.bisect_right(self.starts.get(currency, []), day) - 1
+        if index < 0:
+            return None
+        _start, end, rate = self.ranges[currency][index]
+        return float(rate) if day < end else None
 
 
 # ---------------------------------------------------------------------------------------------------
