@@ -18,7 +18,9 @@
          metrics.json); 503 when no model has been trained yet.
 
 404 for a user or transaction the store does not hold; 503 before the store was first synced
-(`python -m realtime.online_store sync`); 422 for a time that does not parse.
+(`python -m realtime.online_store sync`); 422 for a time that does not parse, or one earlier than the
+store's history (it holds the last days of the gold and what streamed since: older features are in
+fct_transaction_features).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def answer_errors(error: Exception) -> HTTPException:
         return HTTPException(status_code=404, detail=str(error))
     if isinstance(error, online_store.NotSynced):
         return HTTPException(status_code=503, detail=str(error))
+    if isinstance(error, online_store.OutsideHistory):
+        return HTTPException(status_code=422, detail=str(error))
     raise error
 
 
@@ -67,7 +71,7 @@ def user_features(user_id: str, request: Request, at: str | None = None) -> dict
         raise HTTPException(status_code=422, detail=f"at={at!r} is not an ISO 8601 time") from None
     try:
         return online_store.user_features(client_of(request), user_id, moment)
-    except (online_store.UnknownUser, online_store.NotSynced) as error:
+    except (online_store.UnknownUser, online_store.NotSynced, online_store.OutsideHistory) as error:
         raise answer_errors(error) from None
 
 
@@ -75,7 +79,12 @@ def user_features(user_id: str, request: Request, at: str | None = None) -> dict
 def transaction_features(user_id: str, transaction_id: str, request: Request) -> dict[str, Any]:
     try:
         return online_store.transaction_features(client_of(request), user_id, transaction_id)
-    except (online_store.UnknownUser, online_store.UnknownTransaction, online_store.NotSynced) as error:
+    except (
+        online_store.UnknownUser,
+        online_store.UnknownTransaction,
+        online_store.NotSynced,
+        online_store.OutsideHistory,
+    ) as error:
         raise answer_errors(error) from None
 
 

@@ -180,6 +180,7 @@ def text_table(records: list[dict[str, str | None]], fields: tuple[str, ...]) ->
 class Vars:
     reporting_currency: str = "USD"
     max_clock_skew_minutes: int = 60
+    reprocess_days: int = 3
 
 
 def dbt_vars() -> Vars:
@@ -187,7 +188,9 @@ def dbt_vars() -> Vars:
     project = yaml.safe_load((PROJECT_DIR / "dbt_project.yml").read_text())
     values = project.get("vars") or {}
     return Vars(
-        str(values.get("reporting_currency") or "USD").strip().upper(), int(values.get("max_clock_skew_minutes", 60))
+        str(values.get("reporting_currency") or "USD").strip().upper(),
+        int(values.get("max_clock_skew_minutes", 60)),
+        int(values.get("reprocess_days", 3)),
     )
 
 
@@ -422,6 +425,10 @@ class UnknownTransaction(LookupError):
     """The store holds no valid transaction of that id for that user."""
 
 
+class OutsideHistory(ValueError):
+    """A time earlier than the store's history covers: its windows would be incomplete."""
+
+
 class NotSynced(RuntimeError):
     """The store has never been synced: no preprocessing parameters."""
 
@@ -518,6 +525,12 @@ def history_features(user_id: str, at_us: int, state: list[Any]) -> dict[str, An
     if not profile_text:
         raise UnknownUser(f"user {user_id!r} is not in the online store (unknown user, or not synced yet)")
     profile, params = json.loads(profile_text), json.loads(params_text)
+    serves_from = params.get("serves_from_us")
+    if serves_from is not None and at_us < serves_from:
+        raise OutsideHistory(
+            f"{from_microseconds(at_us)} is before the online store's history (it serves from "
+            f"{from_microseconds(serves_from)} on): read older features from fct_transaction_features"
+        )
     counts = {1: 0, 7: 0, 30: 0}
     sums = {7: Decimal(0), 30: Decimal(0)}
     for index in range(0, len(window), 2):
@@ -572,13 +585,14 @@ class SyncResult:
     transactions: int
     events: int
     rechecked: int
+    pruned: int
     seconds: float
 
     def line(self) -> str:
         return (
             f"[online] synced from gold {self.invocation_id}: {self.users:,} users, {self.currencies:,} currencies, "
             f"{self.transactions:,} transactions, {self.events:,} events, {self.rechecked:,} stored transactions "
-            f"decided again, in {self.seconds:.1f}s"
+            f"decided again, {self.pruned:,} records older than the store serves removed, in {self.seconds:.1f}s"
         )
 
 
@@ -617,8 +631,10 @@ def read_gold(path: Path, as_of: dt.date | None) -> dict[str, Any]:
         def rows(sql: str) -> list[tuple]:
             return connection.sql(sql).fetchall()
 
+        [(last_created,)] = connection.sql("select max(created_at) from marts.online_transactions").fetchall()
         return {
             "invocation_id": str(invocation),
+            "last_day": None if last_created is None else last_created.date(),
             "params": connection.sql(
                 "select amount_usd_mean, amount_usd_stddev, amount_usd_p99, median_age "
                 "from marts.preprocessing_parameters"
@@ -669,7 +685,19 @@ def sync(client: redis.Redis, path: Path | None = None, as_of: dt.date | None = 
             fx[currency].append([start, end, rate])
     previous_fx = {k.decode(): json.loads(v) for k, v in client.hgetall(PREFIX + "fx").items()}
     mean, stddev, p99, median_age = gold["params"]
-    params = {"amount_usd_mean": mean, "amount_usd_stddev": stddev, "amount_usd_p99": p99, "median_age": median_age}
+    # the gold's events start reprocess_days + 1 days before its last transaction day (online_events.sql):
+    # a session count, and so every feature, is exact from 30 minutes after that on
+    serves_from = None
+    if gold["last_day"] is not None:
+        events_from = dt.datetime.combine(gold["last_day"] - dt.timedelta(days=settings.reprocess_days + 1), dt.time())
+        serves_from = microseconds(events_from) + SESSION_US
+    params = {
+        "amount_usd_mean": mean,
+        "amount_usd_stddev": stddev,
+        "amount_usd_p99": p99,
+        "median_age": median_age,
+        "serves_from_us": serves_from,
+    }
     replace_hash(client, "users", {user_id: json.dumps(profile) for user_id, profile in profiles.items()})
     replace_hash(client, "fx", {currency: json.dumps(ranges) for currency, ranges in fx.items()})
     client.hset(
@@ -700,6 +728,7 @@ def sync(client: redis.Redis, path: Path | None = None, as_of: dt.date | None = 
         loaded = [microseconds(from_text(r["created_at"])) for r in records[start : start + 5000]]
         apply_records(client, records[start : start + 5000], events[start : start + 5000], loaded)
     rechecked = recheck(client, first_changed_day(previous_fx, fx))
+    pruned = prune(client, serves_from) if serves_from is not None else 0
     return SyncResult(
         gold["invocation_id"],
         len(profiles),
@@ -707,6 +736,7 @@ def sync(client: redis.Redis, path: Path | None = None, as_of: dt.date | None = 
         len(records),
         len(events),
         rechecked,
+        pruned,
         time.perf_counter() - started,
     )
 
@@ -767,6 +797,40 @@ def recheck(client: redis.Redis, changed_day: int | None) -> int:
         chunk = records[start : start + 5000]
         apply_records(client, chunk, [], [never_in_future] * len(chunk))
     return len(records)
+
+
+PRUNE = """
+local p, user, txn_before, event_before = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local removed = 0
+local old = redis.call('ZRANGEBYSCORE', p .. 'tx:' .. user, '-inf', '(' .. txn_before)
+for i = 1, #old - 1 do  -- the latest before stays: seconds_since_prev_txn of the next one
+    redis.call('ZREM', p .. 'tx:' .. user, old[i])
+    redis.call('HDEL', p .. 'txa:' .. user, old[i])
+    redis.call('HDEL', p .. 'txv', old[i])
+    removed = removed + 1
+end
+local events = redis.call('ZRANGEBYSCORE', p .. 'ev:' .. user, '-inf', '(' .. event_before)
+for i = 1, #events do
+    redis.call('ZREM', p .. 'ev:' .. user, events[i])
+    redis.call('HDEL', p .. 'evs', events[i])
+    removed = removed + 1
+end
+return removed
+"""
+
+
+def prune(client: redis.Redis, serves_from_us: int) -> int:
+    """Remove what no time the store serves can read: transactions more than 30 days before it (but each
+    user's latest of them) and events more than 30 minutes before it. Returns how many records."""
+    users = set()
+    for pattern in ("tx:*", "ev:*"):
+        for key in client.scan_iter(match=PREFIX + pattern, count=5000):
+            users.add(key.decode()[len(PREFIX) + 3 :])
+    removed = 0
+    for user in users:
+        cutoffs = (str(serves_from_us - 30 * DAY_US), str(serves_from_us - SESSION_US))
+        removed += int(client.eval(PRUNE, 0, PREFIX, user, *cutoffs))
+    return removed
 
 
 def stored_transactions(client: redis.Redis, day: dt.date) -> dict[str, str]:

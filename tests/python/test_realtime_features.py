@@ -269,6 +269,8 @@ def test_sync_adds_history_and_decides_again_what_a_new_rate_changes(store: redi
     )
     with pytest.raises(online_store.UnknownTransaction):
         features_of(store, "gbp")  # missing_fx_rate: no GBP rate yet
+    ancient = [txn("ancient1", dt.datetime(2026, 1, 1)), txn("ancient2", dt.datetime(2026, 1, 5))]
+    online_store.apply_batch(store, ancient, [event("old_event", dt.datetime(2026, 3, 9, 23))])
     history = [("old", "u1", monday - dt.timedelta(days=2), monday - dt.timedelta(days=2), 5, "USD", 5, "tablet")]
     gold = write_gold(
         tmp_path / "gold.duckdb", transactions=history, fx_extra=[("GBP", "2026-03-13", "9999-12-31", 1.25)]
@@ -278,6 +280,20 @@ def test_sync_adds_history_and_decides_again_what_a_new_rate_changes(store: redi
     assert features_of(store, "gbp")["amount_usd"] == 12.5
     features = features_of(store, "t")
     assert features["user_txn_count_7d"] == 2 and features["user_amount_sum_7d"] == 17.5
+    # the gold's last day is 2026-03-14: its events start 4 days before, so the store serves from
+    # 2026-03-10 00:30; older records no time it serves can read are removed, but each user's latest
+    # transaction before the windows (seconds_since_prev_txn)
+    with pytest.raises(online_store.OutsideHistory):
+        online_store.user_features(store, "u1", dt.datetime(2026, 3, 10, 0, 29, 59))
+    assert online_store.user_features(store, "u1", dt.datetime(2026, 3, 10, 0, 30))["user_txn_count_30d"] == 0
+    with pytest.raises(online_store.UnknownTransaction):
+        features_of(store, "ancient1")
+    assert store.zscore(online_store.PREFIX + "tx:u1", "ancient2") is not None
+    assert store.hget(online_store.PREFIX + "evs", "old_event") is None
+    assert (
+        features_of(store, "old")["seconds_since_prev_txn"]
+        == (dt.datetime(2026, 3, 14, 9) - dt.datetime(2026, 1, 5)).total_seconds()
+    )
 
 
 def test_unknown_users_and_a_store_never_synced(empty_redis: redis.Redis, tmp_path: Path) -> None:
