@@ -11,7 +11,7 @@ BENCH_SCALES ?= 100000,1000000,10000000
 BENCH_MEMORY_LIMIT ?= 2GB
 # pytest-xdist workers for make test (each test file runs whole on one worker)
 TEST_WORKERS ?= 2
-.PHONY: help setup demo-data run test lint build bench docs docs-serve clean example dagster
+.PHONY: help setup demo-data run test lint build bench docs docs-serve clean example dagster realtime
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ run: demo-data ## set up, generate demo data, extract with dlt, dbt build, print
 	$(BIN)/pipeline run
 
 test: setup ## every test: ruff, pytest (real dlt + dbt runs at a small scale), sqlfluff
-	$(BIN)/ruff check extract demo pipeline orchestration tests ci bench
+	$(BIN)/ruff check extract demo pipeline orchestration realtime tests ci bench
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) lint
 
@@ -74,6 +74,9 @@ DAGSTER_PORT ?= 3000
 
 dagster: setup ## the Dagster UI on http://127.0.0.1:3000 (DAGSTER_PORT=...) and its daemon (schedule, sensor, backfills) until Ctrl-C
 	$(BIN)/python -m orchestration.serve --port $(DAGSTER_PORT)
+
+realtime: setup ## the real-time stack until Ctrl-C: Redis, the ingestion + features API on http://127.0.0.1:8000, the consumer (docs/realtime.md)
+	$(BIN)/python -m realtime
 
 clean: ## remove the warehouse, demo data, exports and dbt artifacts (keeps .venv)
 	rm -rf data target logs
