@@ -86,7 +86,7 @@ def write_gold(path: Path, users: int) -> None:
 
 
 class Stack:
-    def __init__(self, data_dir: Path, consumer_batch: int) -> None:
+    def __init__(self, data_dir: Path, consumer_batch: int, consumer_wait_ms: int) -> None:
         self.data_dir = data_dir
         self.redis = RedisServer(free_port(), data_dir / "redis")
         self.redis.start()
@@ -100,6 +100,7 @@ class Stack:
             "ML_FEATURES_REDIS_URL": self.redis.url,
             "ML_FEATURES_REALTIME_TOKEN": TOKEN,
             "ML_FEATURES_REALTIME_BATCH_RECORDS": str(consumer_batch),
+            "ML_FEATURES_REALTIME_BATCH_MILLISECONDS": str(consumer_wait_ms),
         }
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -300,10 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="records per POST")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--get-clients", type=int, default=2, help="concurrent clients of the GET phase")
-    parser.add_argument("--consumer-batch", type=int, default=500, help="ML_FEATURES_REALTIME_BATCH_RECORDS")
+    parser.add_argument("--consumer-batch", type=int, default=5000, help="ML_FEATURES_REALTIME_BATCH_RECORDS")
+    parser.add_argument("--consumer-wait-ms", type=int, default=250, help="ML_FEATURES_REALTIME_BATCH_MILLISECONDS")
     args = parser.parse_args(argv)
     data_dir = Path(tempfile.mkdtemp(prefix="realtime-load-"))
-    stack = Stack(data_dir, args.consumer_batch)
+    stack = Stack(data_dir, args.consumer_batch, args.consumer_wait_ms)
     try:
         write_gold(data_dir / "published" / "gold.duckdb", args.users)
         client = redis.Redis.from_url(stack.redis.url)
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"[load] freshness without other load: p50 {percentile(idle, 0.5):.2f}s, p99 {percentile(idle, 0.99):.2f}s "
-        f"over {len(idle)} probes (consumer batch {args.consumer_batch} records or 1 s)"
+        f"over {len(idle)} probes (consumer batch {args.consumer_batch} records or {args.consumer_wait_ms} ms)"
     )
     print(
         f"[load] GET /features: {served['requests']:,} requests, {served['rate']:,.0f}/s, "

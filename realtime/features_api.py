@@ -37,6 +37,7 @@ import joblib
 import pyarrow as pa
 import redis
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 from realtime import online_store
@@ -63,22 +64,29 @@ def answer_errors(error: Exception) -> HTTPException:
     raise error
 
 
-@router.get("/features/{user_id}")
-def user_features(user_id: str, request: Request, at: str | None = None) -> dict[str, Any]:
+def json_response(body: dict[str, Any]) -> Response:
+    """The answer as JSON, without FastAPI's response validation and encoding (a third of a GET's time):
+    the values are already plain str, int, float, bool and None."""
+    return Response(json.dumps(body), media_type="application/json")
+
+
+# async: the work is one Redis round trip (a Lua script), cheaper on the event loop than a hop to a thread
+@router.get("/features/{user_id}", response_model=None)
+async def user_features(user_id: str, request: Request, at: str | None = None) -> Response:
     try:
         moment = online_store.parse_time(at) if at else dt.datetime.now(dt.UTC).replace(tzinfo=None)
     except ValueError:
         raise HTTPException(status_code=422, detail=f"at={at!r} is not an ISO 8601 time") from None
     try:
-        return online_store.user_features(client_of(request), user_id, moment)
+        return json_response(online_store.user_features(client_of(request), user_id, moment))
     except (online_store.UnknownUser, online_store.NotSynced, online_store.OutsideHistory) as error:
         raise answer_errors(error) from None
 
 
-@router.get("/features/{user_id}/transactions/{transaction_id}")
-def transaction_features(user_id: str, transaction_id: str, request: Request) -> dict[str, Any]:
+@router.get("/features/{user_id}/transactions/{transaction_id}", response_model=None)
+async def transaction_features(user_id: str, transaction_id: str, request: Request) -> Response:
     try:
-        return online_store.transaction_features(client_of(request), user_id, transaction_id)
+        return json_response(online_store.transaction_features(client_of(request), user_id, transaction_id))
     except (
         online_store.UnknownUser,
         online_store.UnknownTransaction,
