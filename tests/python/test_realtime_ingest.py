@@ -9,7 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import RUN_DATE, Warehouse
 from realtime_support import TEST_TOKEN, Stack, start_stack
+
+from pipeline.dbt_runner import run_dbt
 
 EVENT = {
     "event_id": "evt_rt_1",
@@ -166,3 +169,56 @@ def test_metrics_count_requests_rejects_latency_and_the_backlog(stack: Stack) ->
     assert 'ml_features_realtime_stream_length{stream="events"} 1.0' in lines
     assert 'ml_features_realtime_consumer_lag{stream="events"} 1.0' in lines
     assert 'ml_features_realtime_consumer_lag{stream="dead_letters"} 2.0' in lines
+
+
+def test_streamed_rows_reach_the_features_once_and_rejects_the_quarantine(warehouse_copy: Warehouse) -> None:
+    """Through the consumer and a real incremental dbt build on the built demo warehouse: accepted
+    transactions are in fct_transaction_features once (a version sent twice, a newer version, a
+    redelivery-proof load), their events count, dead letters are quarantine rows with the reasons,
+    and the row reconciliation accounts for every raw row of the stream."""
+    stack = start_stack(warehouse_copy.data_dir)
+    try:
+
+        def transaction(number: int, **changes: str) -> dict[str, str]:
+            time = f"2026-08-31T10:0{number}:00Z"
+            record = {**TRANSACTION, "transaction_id": f"rt_{number}", "user_id": "140"}
+            return record | {"amount": "10.5", "created_at": time, "updated_at": time} | changes
+
+        assert stack.post("transactions", [transaction(1), transaction(2), transaction(3)]).status_code == 202
+        assert stack.post("transactions", transaction(1)).json()["accepted"][0]["duplicate"]
+        refunded = transaction(2, status="refunded", updated_at="2026-09-01T00:00:00Z")
+        assert stack.post("transactions", [refunded, transaction(4, amount="-3")]).status_code == 422
+        events = [
+            {**EVENT, "event_id": f"rt_e{i}", "user_id": "140", "occurred_at": "2026-08-31T09:50:00Z"} for i in (1, 2)
+        ]
+        assert stack.post("events", [*events, {"event_id": "rt_e3", "user_id": "140"}]).status_code == 422
+        consumer = stack.start_consumer()
+        stack.wait_consumed(consumer)
+    finally:
+        stack.close()
+
+    build = run_dbt(["build"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
+    assert build.success, build.failures
+    features = warehouse_copy.query(
+        "select transaction_id, count(*), min(session_events_before_txn) from marts.fct_transaction_features"
+        " where transaction_id like 'rt_%' group by 1 order by 1"
+    )
+    assert features == [("rt_1", 1, 2), ("rt_2", 1, 2), ("rt_3", 1, 2)]
+    assert warehouse_copy.query(
+        "select status, source_table, rows_in_raw from intermediate.int_transactions_validated"
+        " where transaction_id = 'rt_2'"
+    ) == [("refunded", "stream.transactions", 2)]
+    quarantined = warehouse_copy.query(
+        "select source_table, record_key, rejection_rule, rejection_reason from intermediate.int_quarantined_rows"
+        " where source_table like 'stream.%' order by 1"
+    )
+    assert quarantined == [
+        ("stream.events", "rt_e3", "unparseable_timestamp", "occurred_at is missing or not a timestamp"),
+        ("stream.transactions", "rt_4", "negative_amount", "amount -3 is negative"),
+    ]
+    reconciled = warehouse_copy.query(
+        "select source_table, sum(raw_rows), sum(valid_rows), sum(quarantined_rows), sum(duplicates_removed),"
+        " sum(unaccounted_rows) from monitoring.row_reconciliation where source_table like 'stream.%'"
+        " group by 1 order by 1"
+    )
+    assert reconciled == [("stream.events", 3, 2, 1, 0, 0), ("stream.transactions", 5, 3, 1, 1, 0)]
