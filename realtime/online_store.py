@@ -704,7 +704,6 @@ def sync(client: redis.Redis, path: Path | None = None, as_of: dt.date | None = 
         PREFIX + "meta",
         mapping={
             "params": json.dumps(params),
-            "invocation_id": gold["invocation_id"],
             "as_of": "" if as_of is None else as_of.isoformat(),
             "reporting_currency": settings.reporting_currency,
             "max_clock_skew_minutes": str(settings.max_clock_skew_minutes),
@@ -729,6 +728,8 @@ def sync(client: redis.Redis, path: Path | None = None, as_of: dt.date | None = 
         apply_records(client, records[start : start + 5000], events[start : start + 5000], loaded)
     rechecked = recheck(client, first_changed_day(previous_fx, fx))
     pruned = prune(client, serves_from) if serves_from is not None else 0
+    # last: the version a sync completed from (`--watch` compares it with the published one)
+    client.hset(PREFIX + "meta", "invocation_id", gold["invocation_id"])
     return SyncResult(
         gold["invocation_id"],
         len(profiles),
@@ -878,14 +879,43 @@ def main(argv: Iterable[str] | None = None) -> int:
     sync_parser.add_argument(
         "--gold", type=Path, default=None, help="the published gold file (default: published_path())"
     )
+    sync_parser.add_argument(
+        "--watch",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="keep running: look at the published gold every SECONDS and sync when a new version is published",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
+    client = connect(args.redis_url)
     try:
-        result = sync(connect(args.redis_url), args.gold, args.as_of)
+        if args.watch is None:
+            print(sync(client, args.gold, args.as_of).line())
+            return 0
+        watch(client, args.gold, args.watch)
     except (StoreError, redis.ConnectionError) as error:
         print(f"[online] {error}", file=sys.stderr)
         return 2
-    print(result.line())
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def watch(client: redis.Redis, gold: Path | None, seconds: float) -> None:
+    """Sync whenever the published gold holds another version than the store was synced from (the
+    file is only opened read-only, so the pipeline is never held up); until interrupted."""
+    from pipeline.published import published_invocation, published_path
+
+    path = gold or published_path()
+    while True:
+        published = published_invocation(path)
+        synced = client.hget(PREFIX + "meta", "invocation_id")
+        if published is not None and (synced is None or synced.decode() != published):
+            try:
+                print(sync(client, path).line(), flush=True)
+            except StoreError as error:
+                print(f"[online] {error}", file=sys.stderr, flush=True)
+        time.sleep(seconds)
 
 
 if __name__ == "__main__":

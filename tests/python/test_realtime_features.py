@@ -5,6 +5,9 @@ users, and scoring with the latest trained model."""
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import joblib
 import numpy as np
 import pytest
 import redis
-from realtime_support import Stack, free_port, realtime_stack  # noqa: F401 (fixture)
+from realtime_support import REPO_ROOT, Stack, free_port, realtime_stack  # noqa: F401 (fixture)
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from pipeline.train import BOOLEAN_FEATURES, NUMERIC_FEATURES, feature_matrix
@@ -27,15 +30,19 @@ T0 = dt.datetime(2026, 3, 10, 12, 0, 0)
 
 
 def write_gold(
-    path: Path, transactions: list[tuple] = (), events: list[tuple] = (), fx_extra: list[tuple] = ()
+    path: Path,
+    transactions: list[tuple] = (),
+    events: list[tuple] = (),
+    fx_extra: list[tuple] = (),
+    invocation: str = "test-invocation",
 ) -> Path:
     """A published gold file shaped like pipeline/published.py writes it, with the online_* tables."""
     path.unlink(missing_ok=True)
     with duckdb.connect(str(path)) as connection:
         connection.execute("set TimeZone = 'UTC'; create schema marts; create schema publication")
         connection.execute(
-            "create table publication.version as "
-            "select 'test-invocation' as invocation_id, now()::timestamp as published_at"
+            "create table publication.version as select ? as invocation_id, now()::timestamp as published_at",
+            [invocation],
         )
         connection.execute(
             "create table marts.preprocessing_parameters as select ?::double as amount_usd_mean, "
@@ -361,3 +368,28 @@ def httpx_post(stack: Stack, body: dict[str, Any]) -> Any:
     import httpx
 
     return httpx.post(f"{stack.url}/score", json=body, headers=stack.headers(), timeout=30)
+
+
+def test_sync_watch_follows_each_new_publication(empty_redis: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    """`sync --watch`: a new version of the published gold (renamed over the file, as the pipeline
+    publishes) reaches the store without a restart."""
+    gold = write_gold(tmp_path / "gold.duckdb", invocation="first")
+    command = [sys.executable, "-m", "realtime.online_store", "sync", "--watch", "0.1"]
+    command += ["--redis-url", redis_url, "--gold", str(gold)]
+    watcher = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def wait_for(invocation: str) -> None:
+        deadline = time.monotonic() + 60
+        while empty_redis.hget(online_store.PREFIX + "meta", "invocation_id") != invocation.encode():
+            assert time.monotonic() < deadline and watcher.poll() is None, f"not synced to {invocation}"
+            time.sleep(0.05)
+
+    try:
+        wait_for("first")
+        history = [("h", "u1", T0 - dt.timedelta(hours=1), T0 - dt.timedelta(hours=1), 7, "USD", 7, "mobile")]
+        write_gold(tmp_path / "next.duckdb", transactions=history, invocation="second").replace(gold)
+        wait_for("second")
+        assert online_store.user_features(empty_redis, "u1", T0)["user_amount_sum_7d"] == 7.0
+    finally:
+        watcher.kill()
+        watcher.wait()
