@@ -42,6 +42,7 @@ TOLERANCE = 1e-9
 @dataclass
 class SkewReport:
     day: dt.date
+    first_day: dt.date | None = None
     compared: int = 0
     replayed_transactions: int = 0
     replayed_events: int = 0
@@ -52,10 +53,13 @@ class SkewReport:
     def total_mismatches(self) -> int:
         return sum(self.mismatches.values())
 
+    def days_text(self) -> str:
+        return str(self.day) if self.first_day in (None, self.day) else f"{self.first_day}..{self.day}"
+
     def lines(self) -> list[str]:
         columns = [c for c in TRANSACTION_FEATURES]
         out = [
-            f"[skew] {self.day}: replayed {self.replayed_transactions:,} transaction records and "
+            f"[skew] {self.days_text()}: replayed {self.replayed_transactions:,} transaction records and "
             f"{self.replayed_events:,} event records; compared {self.compared:,} transactions x "
             f"{len(columns)} feature columns (tolerance {TOLERANCE:g})",
             f"[skew] not compared: {', '.join(LABEL_COLUMNS)} (the label: chargebacks arrive weeks later, "
@@ -85,24 +89,27 @@ def raw_text_columns(connection: duckdb.DuckDBPyConnection, table: str, fields: 
     return ", ".join(parts)
 
 
-def day_records(warehouse: Path, day: dt.date) -> tuple[list[dict[str, str | None]], list[dict[str, str | None]]]:
-    """Day D's raw transactions (created on D) and event deliveries (occurred on D), as text, in load order."""
+def day_records(
+    warehouse: Path, first_day: dt.date, day: dt.date
+) -> tuple[list[dict[str, str | None]], list[dict[str, str | None]]]:
+    """The raw transactions created and event deliveries that occurred on the days first_day..day, as
+    text, in load order."""
     with duckdb.connect(str(warehouse), read_only=True) as connection:
         connection.execute("set TimeZone = 'UTC'")
-        on_day = "cast(make_timestamp(epoch_us(try_cast({column} as timestamptz))) as date) = ?"
+        on_day = "cast(make_timestamp(epoch_us(try_cast({column} as timestamptz))) as date) between ? and ?"
         transactions = connection.execute(
             f"select * from (select {raw_text_columns(connection, 'raw_app.transactions', TRANSACTION_FIELDS)}, "
             "_dlt_load_id, _dlt_id from raw_app.transactions) where "
             + on_day.format(column="created_at")
             + " order by _dlt_load_id, _dlt_id",
-            [day],
+            [first_day, day],
         ).fetchall()
         events = connection.execute(
             f"select * from (select {raw_text_columns(connection, 'raw_events.events', EVENT_FIELDS)}, "
             "_dlt_load_id, _batch_file, _dlt_id from raw_events.events) where "
             + on_day.format(column="occurred_at")
             + " order by _dlt_load_id, _batch_file, _dlt_id",
-            [day],
+            [first_day, day],
         ).fetchall()
     return (
         [dict(zip(TRANSACTION_FIELDS, row[: len(TRANSACTION_FIELDS)], strict=True)) for row in transactions],
@@ -110,10 +117,11 @@ def day_records(warehouse: Path, day: dt.date) -> tuple[list[dict[str, str | Non
     )
 
 
-def batch_rows(gold: Path, day: dt.date) -> list[dict[str, Any]]:
+def batch_rows(gold: Path, day: dt.date, first_day: dt.date | None = None) -> list[dict[str, Any]]:
     with duckdb.connect(str(gold), read_only=True) as connection:
         relation = connection.execute(
-            "select * from marts.fct_transaction_features where transaction_date = ? order by created_at", [day]
+            "select * from marts.fct_transaction_features where transaction_date between ? and ? order by created_at",
+            [first_day or day, day],
         )
         names = [d[0] for d in relation.description]
         return [dict(zip(names, row, strict=True)) for row in relation.fetchall()]
@@ -194,6 +202,8 @@ def same(batch: Any, online: Any) -> bool:
 
 
 def compare(client: redis.Redis, rows: list[dict[str, Any]], day: dt.date, report: SkewReport) -> None:
+    """Each batch row against the store's features of its transaction; then the transactions the store
+    holds as valid on report.first_day..day that the batch does not have."""
     for row in rows:
         report.compared += 1
         try:
@@ -207,9 +217,12 @@ def compare(client: redis.Redis, rows: list[dict[str, Any]], day: dt.date, repor
                 report.mismatches[name] += 1
                 report.examples.append(f"{row['transaction_id']} {name}: batch {row[name]!r}, online {online[name]!r}")
     batch_ids = {str(row["transaction_id"]) for row in rows}
-    for txn_id in sorted(set(online_store.stored_transactions(client, day)) - batch_ids):
-        report.mismatches["extra_online"] += 1
-        report.examples.append(f"{txn_id}: valid online on {day}, not in the batch")
+    first_day = report.first_day or day
+    for offset in range((day - first_day).days + 1):
+        on = first_day + dt.timedelta(days=offset)
+        for txn_id in sorted(set(online_store.stored_transactions(client, on)) - batch_ids):
+            report.mismatches["extra_online"] += 1
+            report.examples.append(f"{txn_id}: valid online on {on}, not in the batch")
 
 
 def check(
@@ -220,15 +233,25 @@ def check(
     service: str | None = None,
     token: str | None = None,
     fresh: bool = False,
+    days: int = 1,
 ) -> SkewReport:
-    """Sync as of `day`, replay it, compare. `fresh`: the store's keys are deleted first."""
-    transactions, events = day_records(warehouse, day)  # first: a running consumer loads into the warehouse
+    """Sync as of the first of `days` days ending on `day`, replay them, compare. `fresh`: the store's
+    keys are deleted first."""
+    first_day = day - dt.timedelta(days=days - 1)
+    # first: a running consumer loads into the warehouse
+    transactions, events = day_records(warehouse, first_day, day)
     if fresh:
         online_store.clear(client)
-    online_store.sync(client, gold, as_of=day)
-    report = SkewReport(day, replayed_transactions=len(transactions), replayed_events=len(events))
+    online_store.sync(client, gold, as_of=first_day)
+    serves_from = json.loads(client.hget(online_store.PREFIX + "meta", "params"))["serves_from_us"]
+    if serves_from is not None and online_store.microseconds(dt.datetime.combine(first_day, dt.time())) < serves_from:
+        raise online_store.StoreError(
+            f"{first_day} is before the online store's history (from {online_store.from_microseconds(serves_from)}): "
+            "replay fewer days, or a day closer to the gold's last"
+        )
+    report = SkewReport(day, first_day, replayed_transactions=len(transactions), replayed_events=len(events))
     replay(client, transactions, events, service, token)
-    compare(client, batch_rows(gold, day), day, report)
+    compare(client, batch_rows(gold, day, first_day), day, report)
     return report
 
 
@@ -240,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", type=dt.date.fromisoformat, required=True, help="the day to replay, YYYY-MM-DD")
     parser.add_argument("--service", default=None, help="the ingestion service's URL (default: apply directly)")
     parser.add_argument("--token", default=None, help="its bearer token")
+    parser.add_argument("--days", type=int, default=1, help="replay this many days ending on --date (default 1)")
     parser.add_argument("--fresh", action="store_true", help="delete the online store's keys first")
     parser.add_argument("--redis-url", default=None, help="default: ML_FEATURES_REDIS_URL or the stack's redis-server")
     args = parser.parse_args(argv)
@@ -249,7 +273,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         report = check(
-            online_store.connect(args.redis_url), args.date, warehouse, gold, args.service, args.token, args.fresh
+            online_store.connect(args.redis_url),
+            args.date,
+            warehouse,
+            gold,
+            args.service,
+            args.token,
+            args.fresh,
+            args.days,
         )
     except (online_store.StoreError, redis.ConnectionError, TimeoutError) as error:
         print(f"[skew] {error}")
