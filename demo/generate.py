@@ -898,7 +898,7 @@ def simulate_events(
     for name in ("occurred_us", "session", "user_index", "device", "event_type"):
         merged[name] = np.concatenate([getattr(part, name) for part in parts])[keep]
         for part in parts:
-            setattr(part, name, None)
+            setattr(part, name, None)  # free each part's column once merged: peak memory
     del parts, keep
     # sessions are consecutive and ascending, so a stable sort on time breaks ties by session
     order = np.argsort(merged["occurred_us"], kind="stable")
