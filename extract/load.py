@@ -107,6 +107,21 @@ def pipelines_dir() -> Path:
 DUCKDB_PARQUET = ParquetFormatConfiguration(row_group_size=122_880, supports_dictionary_encoding=False)
 
 
+def emulator_credentials() -> object:
+    """Anonymous credentials for a local BigQuery emulator (`BIGQUERY_EMULATOR_HOST`, which the
+    google-cloud-bigquery client sends every request to), in the project `BIGQUERY_PROJECT` (default
+    `ml-features-emulator`, as the `bigquery_emulator` dbt target): an emulator checks no token."""
+    from dlt.common.configuration.specs.gcp_credentials import GcpDefaultCredentials, GcpServiceAccountCredentials
+    from google.auth.credentials import AnonymousCredentials
+
+    credentials = GcpServiceAccountCredentials()
+    credentials.project_id = os.environ.get("BIGQUERY_PROJECT", "ml-features-emulator")
+    # GcpServiceAccountCredentials.parse_native_representation takes the anonymous credentials as
+    # default ones and then fails parsing them as a service-account key: only the first half applies
+    GcpDefaultCredentials.parse_native_representation(credentials, AnonymousCredentials())
+    return credentials
+
+
 def make_destination(name: str) -> object:
     """The dlt destination for `name` (`duckdb` writes the local warehouse file)."""
     if name == "duckdb":
@@ -115,6 +130,8 @@ def make_destination(name: str) -> object:
         credentials = DuckDbCredentials(str(path), global_config=duckdb_settings() or None)
         return resumable_duckdb(credentials, parquet_format=DUCKDB_PARQUET)
     if name == "bigquery":
+        if os.environ.get("BIGQUERY_EMULATOR_HOST"):
+            return dlt.destinations.bigquery(credentials=emulator_credentials())
         return dlt.destinations.bigquery()
     raise ExtractError(f"unknown destination {name!r}: use duckdb or bigquery")
 

@@ -72,8 +72,19 @@
     quantile_cont({{ column }}, {{ fraction }})
 {%- endmacro %}
 
+{#-
+    BigQuery has percentile_cont only as a window function, and approx_quantiles returns one of the
+    input values (the median of [20, 40] is 20 or 40, never 30). The exact continuous percentile of
+    quantile_cont / percentile_cont: the values sorted, the one at position fraction * (n - 1), linearly
+    interpolated between its two neighbours (n counts non-null values; no values gives null). The
+    sorted values are one array of the query's rows: at most BigQuery's 100 MB a row (~12M float64s).
+-#}
 {% macro bigquery__percentile(column, fraction) -%}
-    approx_quantiles({{ column }}, 1000)[offset({{ (fraction * 1000) | int }})]
+    {%- set sorted_values = 'array_agg(' ~ column ~ ' ignore nulls order by ' ~ column ~ ')' -%}
+    {%- set position = '(' ~ fraction ~ ' * (count(' ~ column ~ ') - 1))' -%}
+    {%- set below = sorted_values ~ '[safe_offset(cast(floor(' ~ position ~ ') as int64))]' -%}
+    {%- set above = sorted_values ~ '[safe_offset(cast(ceil(' ~ position ~ ') as int64))]' -%}
+    ({{ below }} + ({{ above }} - {{ below }}) * ({{ position }} - floor({{ position }})))
 {%- endmacro %}
 
 

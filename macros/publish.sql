@@ -65,8 +65,9 @@
 
 {#-
     the published copy of a gold model: what consumers (and the realtime view) read. Before the
-    first publish it is created empty with the audited table's columns, so a view over it can be
-    created; "nothing published yet" then reads as no rows, never as unaudited ones.
+    first publish it is created empty with the audited table's columns (and on BigQuery its
+    partitioning and clustering), so a view over it can be created; "nothing published yet" then
+    reads as no rows, never as unaudited ones.
 -#}
 {% macro published_relation(model_name) %}
     {% set audited = ref(model_name) %}
@@ -77,11 +78,45 @@
         and adapter.get_relation(published.database, published.schema, published.identifier) is none
         and adapter.get_relation(audited.database, audited.schema, audited.identifier) is not none %}
         {% do run_query('create schema if not exists ' ~ published_schema()) %}
-        {% do run_query('create table if not exists ' ~ published ~ ' as select * from ' ~ audited ~ ' where 1 = 0') %}
+        {% do run_query(create_published_table(published, audited, model_node(model_name), if_not_exists=true)) %}
         {#- dbt's cache learns of it, so the publish of this same invocation knows what to replace -#}
         {% do adapter.cache_added(published.incorporate(type='table')) %}
     {% endif %}
     {{ return(published) }}
+{% endmacro %}
+
+
+{#- the enabled model node named `model_name` -#}
+{% macro model_node(model_name) %}
+    {% for node in graph.nodes.values() %}
+        {% if node.resource_type == 'model' and node.name == model_name %}
+            {{ return(node) }}
+        {% endif %}
+    {% endfor %}
+    {{ exceptions.raise_compiler_error('model_node: no model named ' ~ model_name) }}
+{% endmacro %}
+
+
+{#-
+    create_published_table: the statement creating the published table `published` of gold model
+    `node` from its audited table: empty with if_not_exists, else replacing it with the audited rows
+-#}
+{% macro create_published_table(published, audited, node, if_not_exists=false) %}
+    {{ return(adapter.dispatch('create_published_table', 'ml_features')(published, audited, node, if_not_exists)) }}
+{% endmacro %}
+
+{% macro default__create_published_table(published, audited, node, if_not_exists) %}
+    {{ return('create ' ~ ('table if not exists ' if if_not_exists else 'or replace table ') ~ published
+        ~ ' as select * from ' ~ audited ~ (' where 1 = 0' if if_not_exists else '')) }}
+{% endmacro %}
+
+{#- BigQuery: partitioned and clustered as the model is configured (the audited table is), with
+    dbt-bigquery's own partition_by / cluster_by rendering; a plain CTAS would be neither -#}
+{% macro bigquery__create_published_table(published, audited, node, if_not_exists) %}
+    {% set layout = partition_by(adapter.parse_partition_by(node.config.get('partition_by'))) ~ ' '
+        ~ cluster_by(node.config.get('cluster_by')) %}
+    {{ return('create ' ~ ('table if not exists ' if if_not_exists else 'or replace table ') ~ published
+        ~ ' ' ~ layout | trim ~ ' as select * from ' ~ audited ~ (' where false' if if_not_exists else '')) }}
 {% endmacro %}
 
 
@@ -133,17 +168,57 @@
     {% do run_query(statements | join(';\n')) %}
 {% endmacro %}
 
-{#- BigQuery: DDL is not allowed in a transaction, so the published tables (created once, empty,
-    by published_relation or a first clone) are refilled with DML in one multi-statement transaction -#}
+{#-
+    BigQuery: DDL is not allowed in a multi-statement transaction, so the published tables are
+    refilled with DML in one transaction (`commit transaction` ends it: the macro is its own
+    transaction in the hook and under `dbt run-operation` alike), after the DDL that lets them take
+    the new rows:
+    - a published table that is missing, laid out otherwise than the model (partitioning,
+      clustering: dbt-bigquery's is_replaceable) or holding a column the audited table lacks or types
+      differently is replaced whole, alone, by `create or replace table ... as select` (one atomic
+      statement per table: readers see its old or its new rows);
+    - a column the model gained is added (`alter table ... add column`, null in the old rows);
+    - the rows are inserted by column name, so a column added or moved in a gold model lands in its
+      own column, never in its neighbour's.
+-#}
 {% macro bigquery__publish_tables(nodes, own_transaction) %}
     {% set statements = ['begin transaction'] %}
+    {% do run_query('create schema if not exists ' ~ published_schema()) %}
     {% for node in nodes %}
-        {% set published = '`' ~ node.database ~ '.' ~ published_schema() ~ '.' ~ node.alias ~ '`' %}
-        {% do run_query('create table if not exists ' ~ published ~ ' copy `' ~ node.database ~ '.'
-            ~ node.schema ~ '.' ~ node.alias ~ '`') %}
-        {% do statements.append('truncate table ' ~ published) %}
-        {% do statements.append('insert into ' ~ published ~ ' select * from `' ~ node.database ~ '.'
-            ~ node.schema ~ '.' ~ node.alias ~ '`') %}
+        {% set audited = adapter.get_relation(node.database, node.schema, node.alias) %}
+        {% set published = audited.incorporate(path={'schema': published_schema()}) %}
+        {% set existing = adapter.get_relation(published.database, published.schema, published.identifier) %}
+        {% set columns = adapter.get_columns_in_relation(audited) %}
+        {% set published_types = {} %}
+        {% if existing is not none %}
+            {% for column in adapter.get_columns_in_relation(existing) %}
+                {% do published_types.update({column.name | lower: column.data_type | lower}) %}
+            {% endfor %}
+        {% endif %}
+        {% set audited_types = {} %}
+        {% for column in columns %}
+            {% do audited_types.update({column.name | lower: column.data_type | lower}) %}
+        {% endfor %}
+        {% set kept_columns_match = [] %}
+        {% for name, data_type in published_types.items() %}
+            {% do kept_columns_match.append(audited_types.get(name) == data_type) %}
+        {% endfor %}
+        {% set partition = adapter.parse_partition_by(node.config.get('partition_by')) %}
+        {% if existing is none or false in kept_columns_match
+            or not adapter.is_replaceable(existing, partition, node.config.get('cluster_by')) %}
+            {% do run_query(create_published_table(published, audited, node)) %}
+        {% else %}
+            {% for column in columns if column.name | lower not in published_types %}
+                {% do run_query('alter table ' ~ published ~ ' add column if not exists ' ~ adapter.quote(column.name) ~ ' ' ~ column.data_type) %}
+            {% endfor %}
+            {% set names = [] %}
+            {% for column in columns %}
+                {% do names.append(adapter.quote(column.name)) %}
+            {% endfor %}
+            {% do statements.append('delete from ' ~ published ~ ' where true') %}
+            {% do statements.append('insert into ' ~ published ~ ' (' ~ names | join(', ') ~ ') select '
+                ~ names | join(', ') ~ ' from ' ~ audited) %}
+        {% endif %}
     {% endfor %}
     {% do statements.append('commit transaction') %}
     {% do run_query(statements | join(';\n')) %}
@@ -177,6 +252,23 @@
     {% set gold = gold_models() %}
     {% do publish_tables(gold.values() | list, own_transaction=false) %}
     {% do record_publish('published', 'published ' ~ gold | length ~ ' gold models by run-operation', []) %}
-    {#- run-operation does not commit on its own: this commit makes the whole publish visible at once -#}
+    {% do commit_run_operation() %}
+{% endmacro %}
+
+
+{#-
+    commit_run_operation: `dbt run-operation` does not commit on its own. On DuckDB the publish and
+    its publish_log row run in the transaction dbt began, and this commit makes them visible at once.
+    BigQuery has no transaction across requests: the publish committed its own (`commit transaction`
+    in its script), and a `commit` sent alone fails ("no transaction is active"), so nothing is sent.
+-#}
+{% macro commit_run_operation() %}
+    {{ return(adapter.dispatch('commit_run_operation', 'ml_features')()) }}
+{% endmacro %}
+
+{% macro default__commit_run_operation() %}
     {% do run_query('commit') %}
+{% endmacro %}
+
+{% macro bigquery__commit_run_operation() %}
 {% endmacro %}

@@ -51,9 +51,14 @@ def start_checker(project_dir: Path, target_path: Path) -> subprocess.Popen[str]
 
 
 @pytest.fixture(scope="module")
-def checker_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bigquery_check")
+
+
+@pytest.fixture(scope="module")
+def checker_runs(work_dir: Path) -> dict[str, subprocess.CompletedProcess[str]]:
     """The checker on the real project and on a copy with a DuckDB-only model, run side by side."""
-    work = tmp_path_factory.mktemp("bigquery_check")
+    work = work_dir
     broken = copy_dbt_project(work / "broken_project")
     (broken / "models" / "duckdb_only").mkdir()
     (broken / "models" / "duckdb_only" / "duckdb_only_model.sql").write_text(DUCKDB_ONLY_MODEL)
@@ -76,6 +81,19 @@ def test_the_project_compiles_for_bigquery_and_passes_the_check(
     assert "no problems" in run.stdout
     checked = int(run.stdout.split("checked ")[1].split()[0])
     assert checked >= 20, run.stdout
+
+
+def test_percentiles_are_exact_on_bigquery(
+    checker_runs: dict[str, subprocess.CompletedProcess[str]], work_dir: Path
+) -> None:
+    """Bug 1 (issue 25), at compile level: approx_quantiles(x, 1000)[offset(500)] returns one of the
+    values (the median of [20, 40] is 20 or 40, not 30); the fitted parameters interpolate between the
+    two sorted values around the percentile, as DuckDB's quantile_cont does (the emulator test runs it)."""
+    assert checker_runs["real"].returncode == 0
+    compiled = next((work_dir / "real_target").rglob("preprocessing_parameters.sql")).read_text().lower()
+    assert "approx_quantiles" not in compiled
+    assert compiled.count("array_agg(cast(age as float64) ignore nulls order by cast(age as float64))") == 3
+    assert "(0.5 * (count(cast(age as float64)) - 1))" in compiled
 
 
 def test_duckdb_only_sql_fails_the_check_naming_the_model(

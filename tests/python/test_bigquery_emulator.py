@@ -1,0 +1,238 @@
+"""The models on a local BigQuery emulator (bqemulator, ci/bigquery_emulator/, docs/bigquery.md):
+the raw data loaded by our extract through dlt's bigquery destination, the first `dbt build`, the
+unit tests, the incremental models run again and the publish, against the `bigquery_emulator`
+target. Every failure must be in the one list of what the emulator cannot run
+(ci/bigquery_emulator/limitations.py), and every listed node must still fail. The emulator's venv is
+built here when missing (pip, from PyPI): when it cannot be built or started the test fails.
+
+Bugs of the BigQuery path this shows (each failed before its fix): the percentile macro returned an
+input value, not the interpolated median (1); the published tables were created unpartitioned (2);
+`publish_gold_now` sent a `commit` BigQuery rejects (3); the publish inserted by column position (4).
+"""
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import RUN_DATE, TEST_SCALE, TEST_SEED, demo_environment
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from ci.bigquery_emulator import limitations
+from ci.bigquery_emulator.server import Emulator, running_emulator
+from demo.generate import generate
+from extract.load import SOURCES, load_source
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DBT = str(Path(sys.executable).parent / "dbt")
+PASSED = ("success", "pass")
+FAILED = ("error", "fail", "runtime error")
+TRAINING_SET = "model.ml_features.training_set"
+
+
+@dataclass
+class Step:
+    """One dbt invocation against the emulator: its exit code, output and results by unique_id."""
+
+    returncode: int
+    output: str
+    status: dict[str, str] = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)
+
+    def with_status(self, *statuses: str) -> set[str]:
+        return {node for node, status in self.status.items() if status in statuses}
+
+    def count(self, *statuses: str) -> int:
+        return len(self.with_status(*statuses))
+
+    def summary(self) -> str:
+        counts = {status: self.count(status) for status in sorted(set(self.status.values()))}
+        return f"{counts}\n{self.output[-3000:]}"
+
+
+@dataclass
+class EmulatorRun:
+    emulator: Emulator
+    folder: Path
+    steps: dict[str, Step] = field(default_factory=dict)
+
+    def client(self) -> bigquery.Client:
+        return bigquery.Client(
+            project=self.emulator.project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=self.emulator.url),
+        )
+
+    def query(self, sql: str) -> list[tuple]:
+        return [tuple(row.values()) for row in self.client().query(sql, timeout=60).result(timeout=60)]
+
+
+def run_dbt(run: EmulatorRun, name: str, args: list[str]) -> Step:
+    """`dbt <args>` on the bigquery_emulator target; one target path, so dbt parses the project once."""
+    target_path = run.folder / "target"
+    command = [DBT, *args, "--vars", json.dumps({"run_date": RUN_DATE}), "--target-path", str(target_path)]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    step = Step(result.returncode, result.stdout + result.stderr)
+    if (target_path / "run_results.json").exists():
+        results = json.loads((target_path / "run_results.json").read_text())["results"]
+        step.status = {result["unique_id"]: result["status"] for result in results}
+        step.manifest = json.loads((target_path / "manifest.json").read_text())
+    run.steps[name] = step
+    return step
+
+
+def build_training_set_without_contract(run: EmulatorRun) -> None:
+    """The work-around for the one listed first-build failure: training_set's compiled SQL, created
+    without the contract's column list the emulator cannot parse, partitioned and clustered as configured."""
+    compiled = next((run.folder / "target" / "compiled").rglob("training_set.sql")).read_text()
+    run.query(
+        f"create or replace table `{run.emulator.project}.marts_audit.training_set` "
+        f"partition by transaction_date cluster by user_id as\n{compiled}"
+    )
+
+
+@pytest.fixture(scope="module")
+def emulator_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorRun]:
+    folder = tmp_path_factory.mktemp("bigquery_emulator")
+    generate(folder / "demo", seed=TEST_SEED, scale=TEST_SCALE)
+    with running_emulator(folder / "emulator") as emulator, pytest.MonkeyPatch.context() as patch:
+        environment = {**demo_environment(folder), **emulator.environment(), "DBT_LOG_PATH": str(folder / "logs")}
+        for key, value in environment.items():
+            patch.setenv(key, value)
+        run = EmulatorRun(emulator, folder)
+        for name in SOURCES:
+            load_source(name, "bigquery")
+        run_dbt(run, limitations.FIRST_BUILD, ["build", "--exclude-resource-type", "unit_test"])
+        build_training_set_without_contract(run)
+        first_build = run.steps[limitations.FIRST_BUILD]
+        skipped = first_build.with_status("skipped") & descendants(first_build.manifest, {TRAINING_SET})
+        names = sorted(
+            first_build.manifest["nodes"][node]["name"] for node in skipped if node in first_build.manifest["nodes"]
+        )
+        run_dbt(run, "below training_set", ["build", "--select", *names])
+        run_dbt(run, limitations.UNIT_TESTS, ["test", "--select", "resource_type:unit_test"])
+        run_dbt(run, "publish", ["run-operation", "publish_gold_now"])
+        run_dbt(run, limitations.INCREMENTAL_RUN, ["run", "--select", "config.materialized:incremental"])
+        yield run
+
+
+def descendants(manifest: dict, nodes: set[str]) -> set[str]:
+    children = manifest["child_map"]
+    found: set[str] = set()
+    pending = list(nodes)
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+@pytest.mark.parametrize("step_name", limitations.STEPS)
+def test_only_listed_nodes_fail_on_the_emulator(emulator_run: EmulatorRun, step_name: str) -> None:
+    step = emulator_run.steps[step_name]
+    assert step.status, f"{step_name}: dbt wrote no results\n{step.output[-3000:]}"
+    failed = step.with_status(*FAILED)
+    listed = limitations.listed(step_name)
+    assert failed - set(listed) == set(), f"{step_name}: failures outside the list\n{step.summary()}"
+    assert set(listed) - failed == set(), (
+        f"{step_name}: listed but no longer failing: shrink the list\n{step.summary()}"
+    )
+    # a skip is fine only below a listed failure
+    unexplained = step.with_status("skipped") - descendants(step.manifest, failed)
+    assert unexplained == set(), f"{step_name}: skipped without a listed failure above\n{step.summary()}"
+
+
+def test_the_first_build_passes_at_least_110_nodes(emulator_run: EmulatorRun) -> None:
+    step = emulator_run.steps[limitations.FIRST_BUILD]
+    assert step.count(*PASSED) >= 110, step.summary()
+
+
+def test_what_depends_on_training_set_passes_once_it_exists(emulator_run: EmulatorRun) -> None:
+    """What the first build skipped below the listed training_set, run after the work-around: it all passes."""
+    first_build = emulator_run.steps[limitations.FIRST_BUILD]
+    skipped = first_build.with_status("skipped") & descendants(first_build.manifest, {TRAINING_SET})
+    step = emulator_run.steps["below training_set"]
+    assert step.returncode == 0, step.summary()
+    assert len(skipped) >= 5, first_build.summary()
+    assert {node for node in skipped if node in first_build.manifest["nodes"]} <= step.with_status(*PASSED), (
+        step.summary()
+    )
+
+
+def test_the_raw_data_reached_the_emulator_through_dlt(emulator_run: EmulatorRun) -> None:
+    [(transactions,)] = emulator_run.query("select count(*) from raw_app.transactions")
+    [(staged,)] = emulator_run.query("select count(*) from staging.stg_app__transactions")
+    assert transactions >= TEST_SCALE
+    assert staged == transactions
+
+
+def test_bug_1_the_median_is_interpolated_on_bigquery(emulator_run: EmulatorRun) -> None:
+    """approx_quantiles(age, 1000)[offset(500)] gave 20 or 40 for ages [20, 40]: the unit test
+    expecting 30 failed on BigQuery (here and on real BigQuery) before the exact percentile."""
+    step = emulator_run.steps[limitations.UNIT_TESTS]
+    unit_test = "unit_test.ml_features.preprocessing_parameters.preprocessing_is_fitted_on_the_train_split_only"
+    assert step.status.get(unit_test) == "pass", step.summary()
+    # and on the built data: the fitted median is one of the ages' midpoints, as DuckDB's quantile_cont
+    [(median_age, exact_median)] = emulator_run.query(
+        "select median_age, (select percentile_cont(age, 0.5) over () from intermediate.int_users_cleaned"
+        " where user_id in (select user_id from intermediate.int_transactions_cleaned"
+        " where transaction_date in (select transaction_date from marts_audit.dataset_splits where split = 'train'))"
+        " limit 1) from marts_audit.preprocessing_parameters"
+    )
+    assert median_age == pytest.approx(exact_median)
+
+
+def test_bug_2_published_tables_are_partitioned_and_clustered(emulator_run: EmulatorRun) -> None:
+    """published_relation() created marts.fct_transaction_features with a plain CTAS: unpartitioned.
+    The emulator records partitioning (not clustering): the clustering is read from the DDL dbt sent."""
+    table = emulator_run.client().get_table(f"{emulator_run.emulator.project}.marts.fct_transaction_features")
+    assert table.time_partitioning is not None and table.time_partitioning.field == "transaction_date"
+    statements = (emulator_run.folder / "logs" / "dbt.log").read_text()
+    created = [
+        line
+        for line in statements.splitlines()
+        if "marts`.`fct_transaction_features`" in line and line.lstrip().startswith("create table if not exists")
+    ]
+    assert created, "no create of marts.fct_transaction_features in the dbt log"
+    assert all("partition by transaction_date" in line and "cluster by user_id" in line for line in created), created
+
+
+def test_bug_3_publish_gold_now_publishes_on_bigquery(emulator_run: EmulatorRun) -> None:
+    """It sent a bare `commit` after the publish script committed: "no transaction is active"."""
+    step = emulator_run.steps["publish"]
+    assert step.returncode == 0, step.output[-3000:]
+    for table in ("fct_transaction_features", "training_set", "preprocessing_parameters", "user_daily_features"):
+        [(audited, published)] = emulator_run.query(
+            f"select (select count(*) from marts_audit.{table}), (select count(*) from marts.{table})"
+        )
+        assert published == audited > 0, table
+
+
+def test_bug_4_the_publish_inserts_by_column_name(emulator_run: EmulatorRun) -> None:
+    """A published table from before a gold model gained a column and reordered its columns: the
+    publish adds the column and puts every value in its own column (it inserted `select *` by position)."""
+    audited = "marts_audit.preprocessing_parameters"
+    emulator_run.query(
+        "create or replace table marts.preprocessing_parameters as select median_age, amount_usd_p99,"
+        " fitted_by_invocation_id, training_row_count, training_start_date, training_end_date, amount_usd_mean,"
+        f" amount_usd_stddev from {audited} where false"
+    )
+    step = run_dbt(emulator_run, "publish again", ["run-operation", "publish_gold_now"])
+    assert step.returncode == 0, step.output[-3000:]
+    values = "training_row_count, median_age, amount_usd_p99, fitted_at, fitted_by_invocation_id"
+    published = emulator_run.query(f"select {values} from marts.preprocessing_parameters")
+    expected = emulator_run.query(f"select {values} from {audited}")
+    # fitted_at, the column the old published table lacked, was added and filled (the emulator's
+    # tables.get does not see an `alter table`: the column is read with SQL)
+    assert published == expected
+    assert len(published) == 1 and published[0][3] is not None, published
+
+
+def test_the_documented_list_is_the_list_in_code() -> None:
+    assert limitations.markdown() in (REPO_ROOT / "docs" / "bigquery.md").read_text()
