@@ -29,3 +29,39 @@
         where false
     {%- endif -%}
 {%- endmacro %}
+
+
+{#- create_stream_tables(): an on-run-start hook (DuckDB): the stream's raw tables, empty, when the
+    real-time consumer has not created them yet, in the shape its dlt pipeline loads (the contract's
+    columns and the message id as text, dlt's columns and `_dlt_loads`). So the staging views always
+    read the real tables: a view built before the consumer first ran would otherwise read nothing
+    until the next build. dlt loads into them as into its own (it adds only what is missing). -#}
+{% macro create_stream_tables() -%}
+    {%- if target.type != 'duckdb' -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set tables = {
+        'transactions': ['transaction_id', 'user_id', 'amount', 'currency', 'status', 'device_type',
+            'created_at', 'updated_at'],
+        'events': ['event_id', 'user_id', 'session_id', 'event_type', 'device_type', 'occurred_at', 'properties'],
+        'dead_letters': ['kind', 'record_key', 'record', 'problems', 'rejection_rule', 'rejection_reason',
+            'received_at'],
+    } -%}
+    create schema if not exists raw_stream;
+    create table if not exists raw_stream._dlt_loads (
+        load_id varchar not null,
+        schema_name varchar,
+        status bigint not null,
+        inserted_at timestamp with time zone not null,
+        schema_version_hash varchar
+    );
+    {%- for table, columns in tables.items() %}
+        create table if not exists raw_stream.{{ table }} (
+            {%- for column in columns + ['_stream_message_id'] %}
+                {{ column }} varchar,
+            {%- endfor %}
+            _dlt_id varchar not null,
+            _dlt_load_id varchar not null
+        );
+    {%- endfor %}
+{%- endmacro %}

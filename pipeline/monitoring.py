@@ -29,7 +29,14 @@ LOADED_DAYS = {
     "events": "select cast(occurred_at as date) as day from staging.stg_events__events "
     "where source_load_id in (select unnest($loads))",
     "fx": "select rate_date as day from staging.stg_fx__rates where source_load_id in (select unnest($loads))",
+    # the real-time consumer's loads (realtime/consumer.py): pushed transactions and events
+    "stream": "select cast(created_at as date) as day from staging.stg_stream__transactions "
+    "where source_load_id in (select unnest($loads)) union all "
+    "select cast(occurred_at as date) as day from staging.stg_stream__events "
+    "where source_load_id in (select unnest($loads))",
 }
+# the dataset of the real-time consumer: not a source `pipeline run` extracts, but its loads are new rows
+STREAM = "stream"
 # the days whose day-partitioned rows (history windows, daily features) the app's new loads can
 # change. A transaction new, or changed in what the features read (user, time, amount, currency,
 # device): its day, and the day the windows hold it on. A change of status alone (most updates)
@@ -81,6 +88,7 @@ APP_AFFECTED_DAYS = """
                 )
         ) as validated
 """
+STREAM_AFFECTED_DAYS = APP_AFFECTED_DAYS.replace("staging.stg_app__transactions", "staging.stg_stream__transactions")
 PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -97,7 +105,7 @@ def last_publish_time(connection: duckdb.DuckDBPyConnection) -> dt.datetime | No
 def completed_loads(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None = None) -> dict[str, list[str]]:
     """Completed dlt load ids per source, only those finished after `since` when given."""
     loads: dict[str, list[str]] = {}
-    for source in SOURCES:
+    for source in (*SOURCES, STREAM):
         if not relation_exists(connection, f"raw_{source}", "_dlt_loads"):
             continue
         rows = connection.execute(
@@ -167,9 +175,16 @@ def first_days(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None)
         load_ids = new_loads.get(source) or []
         if not load_ids:
             continue
+        if source == STREAM and not relation_exists(connection, "staging", "stg_stream__transactions"):
+            return DaysToRun(FIRST_DAY, FIRST_DAY)  # loaded before dbt ever built the stream's staging
         days = first_day(connection, days_of_load, load_ids)
         loaded += days
-        affected += first_day(connection, APP_AFFECTED_DAYS, load_ids) if source == "app" else days
+        if source == "app":
+            affected += first_day(connection, APP_AFFECTED_DAYS, load_ids)
+        elif source == STREAM:  # a pushed transaction, or version, is judged like one of the app's
+            affected += days + first_day(connection, STREAM_AFFECTED_DAYS, load_ids)
+        else:
+            affected += days
     return DaysToRun(min(affected, default=None), min(loaded, default=None))
 
 

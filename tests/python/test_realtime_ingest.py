@@ -3,16 +3,19 @@
 401, 413, idempotency on the record's key, /metrics; and (with the consumer and a real dbt build)
 streamed rows reaching the features once and dead letters reaching the quarantine with their reasons."""
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import httpx
 import pytest
 from conftest import RUN_DATE, Warehouse
 from realtime_support import TEST_TOKEN, Stack, start_stack
 
 from pipeline.dbt_runner import run_dbt
+from pipeline.monitoring import first_days, last_publish_time
 
 EVENT = {
     "event_id": "evt_rt_1",
@@ -184,7 +187,9 @@ def test_streamed_rows_reach_the_features_once_and_rejects_the_quarantine(wareho
             record = {**TRANSACTION, "transaction_id": f"rt_{number}", "user_id": "140"}
             return record | {"amount": "10.5", "created_at": time, "updated_at": time} | changes
 
-        assert stack.post("transactions", [transaction(1), transaction(2), transaction(3)]).status_code == 202
+        # a late one too, dated days before the last built day
+        late = transaction(3, created_at="2026-08-20T10:03:00Z", updated_at="2026-08-20T10:03:00Z")
+        assert stack.post("transactions", [transaction(1), transaction(2), late]).status_code == 202
         assert stack.post("transactions", transaction(1)).json()["accepted"][0]["duplicate"]
         refunded = transaction(2, status="refunded", updated_at="2026-09-01T00:00:00Z")
         assert stack.post("transactions", [refunded, transaction(4, amount="-3")]).status_code == 422
@@ -197,13 +202,17 @@ def test_streamed_rows_reach_the_features_once_and_rejects_the_quarantine(wareho
     finally:
         stack.close()
 
+    # a scheduled run rebuilds from the earliest day the stream's loads since the last publish can change
+    with duckdb.connect(str(warehouse_copy.duckdb_path), read_only=True) as connection:
+        days = first_days(connection, last_publish_time(connection))
+    assert (days.affected, days.loaded) == (dt.date(2026, 8, 20), dt.date(2026, 8, 20))
     build = run_dbt(["build"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
     assert build.success, build.failures
     features = warehouse_copy.query(
         "select transaction_id, count(*), min(session_events_before_txn) from marts.fct_transaction_features"
         " where transaction_id like 'rt_%' group by 1 order by 1"
     )
-    assert features == [("rt_1", 1, 2), ("rt_2", 1, 2), ("rt_3", 1, 2)]
+    assert features == [("rt_1", 1, 2), ("rt_2", 1, 2), ("rt_3", 1, 0)]
     assert warehouse_copy.query(
         "select status, source_table, rows_in_raw from intermediate.int_transactions_validated"
         " where transaction_id = 'rt_2'"
