@@ -1,8 +1,10 @@
 """`python -m realtime` (`make realtime`): the real-time stack on this machine until Ctrl-C.
 
 Starts redis-server (data under <data dir>/redis; not when ML_FEATURES_REDIS_URL names a Redis of
-yours), the ingestion and serving API under uvicorn, and the consumer, each a child in a session of
-its own; prints the URLs and where the bearer token is. Ctrl-C or SIGTERM stops the service and the
+yours), the ingestion and serving API under uvicorn, the consumer, and the online store's sync from
+the published gold (`python -m realtime.online_store sync --watch`: at start, then whenever the
+pipeline publishes a new version), each a child in a session of its own; prints the URLs and where
+the bearer token is. Ctrl-C or SIGTERM stops the service and the
 consumer (SIGTERM: the consumer finishes its batch), then Redis (which writes its append-only file);
 SIGKILL for whatever is still there after STOP_TIMEOUT seconds. A child that ends stops the rest.
 The token is ML_FEATURES_REALTIME_TOKEN, or one made on the first start and kept in
@@ -25,6 +27,8 @@ from realtime.settings import SettingError, Settings, redis_dir, token_file
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 60.0
+# how often the online store looks for a newly published gold
+SYNC_SECONDS = 30
 STOP_TIMEOUT = 30.0
 
 
@@ -112,11 +116,14 @@ def serve(settings: Settings) -> int:
         children.append(start(service_command(settings), environment))
         wait_until_up(url, children[0])
         children.append(start([sys.executable, "-m", "realtime.consumer"], environment))
+        sync = [sys.executable, "-m", "realtime.online_store", "sync", "--watch", str(SYNC_SECONDS)]
+        children.append(start(sync, environment))
         print(
             f"realtime: Redis      {environment['ML_FEATURES_REDIS_URL'].split('@')[-1]}"
             f"{' (data: ' + str(redis_dir()) + ')' if redis_server else ''}\n"
             f"realtime: service    {url}  (POST /transactions, /events; GET /features/<user_id>; API docs {url}/docs)\n"
             f"realtime: health     {url}/healthz   metrics {url}/metrics\n"
+            f"realtime: features   synced from the published gold (make run first), again when a new one is published\n"
             f"realtime: token      {token_hint}; send it as: Authorization: Bearer $TOKEN\n"
             "realtime: Ctrl-C stops all",
             flush=True,
