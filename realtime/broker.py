@@ -66,6 +66,10 @@ class Broker(Protocol):
         """Per stream: (length, lag: entries not yet delivered to the group, pending: delivered, not acknowledged)."""
         ...
 
+    def trim(self, older_than_ms: int) -> int:
+        """Drop the entries published before `older_than_ms` (unix ms) that were delivered and acknowledged."""
+        ...
+
 
 class RedisStreamsBroker:
     """Broker on Redis Streams (redis-server 5+; the lag needs 7+)."""
@@ -153,6 +157,26 @@ class RedisStreamsBroker:
                     lag = int(lag) if lag is not None else None
             result[kind] = (length, lag, pending)
         return result
+
+    def trim(self, older_than_ms: int) -> int:
+        removed = 0
+        for stream in self.names:
+            keep_from = [(older_than_ms, 0)]
+            for group in self.client.xinfo_groups(stream):
+                if decode(group["name"]) == self.group:
+                    delivered = parse_id(decode(group["last-delivered-id"]))
+                    keep_from.append((delivered[0], delivered[1] + 1))  # what was never delivered stays
+            pending = self.client.xpending(stream, self.group)
+            if pending and pending.get("pending"):
+                keep_from.append(parse_id(decode(pending["min"])))  # what was not acknowledged stays
+            oldest = min(keep_from)
+            removed += self.client.xtrim(stream, minid=f"{oldest[0]}-{oldest[1]}", approximate=False)
+        return removed
+
+
+def parse_id(message_id: str) -> tuple[int, int]:
+    milliseconds, _, sequence = message_id.partition("-")
+    return int(milliseconds), int(sequence or 0)
 
 
 def decode(value: bytes | str) -> str:

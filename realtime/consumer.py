@@ -15,7 +15,8 @@ ML_FEATURES_REALTIME_BATCH_MILLISECONDS of the first. For each one:
      `ml_features_stream`): the contract's columns as text, plus `_stream_message_id` (lineage);
   4. after the load is recorded: `realtime.online_store.apply_batch` (idempotent) with the batch's
      transactions and events;
-  5. XACK. Killed anywhere before, the messages are delivered again: this consumer takes its own
+  5. XACK, and the streams' entries older than the retention that are acknowledged are trimmed.
+     Killed anywhere before, the messages are delivered again: this consumer takes its own
      pending messages back when it restarts, another takes them over after the claim idle time.
 """
 
@@ -191,6 +192,7 @@ def process(broker: Broker, client: redis.Redis, settings: Settings, messages: l
     loaded = load(batch, settings)
     apply_to_online_store(client, batch)
     broker.ack(messages)
+    broker.trim(int(time.time() * 1000) - settings.retention_hours * 3_600_000)
     return loaded
 
 

@@ -19,6 +19,8 @@ ML_FEATURES_REALTIME_CONSUMER               this consumer's name in the group (c
                                             the same name takes its own pending messages back at once
 ML_FEATURES_REALTIME_LOCK_WAIT_SECONDS      how long the consumer waits for the warehouse when another
                                             process (a dbt build) holds it, before it stops (600)
+ML_FEATURES_REALTIME_RETENTION_HOURS       acknowledged stream entries are kept this long, then trimmed (24);
+                                            an entry not yet delivered or acknowledged is never trimmed
 ML_FEATURES_REALTIME_STREAM_PREFIX          the streams' names: <prefix>:transactions, :events, :dead_letters
                                             (ml_features)
 The warehouse is the pipeline's: ML_FEATURES_DUCKDB_PATH / ML_FEATURES_DATA_DIR (extract/load.py).
@@ -54,6 +56,7 @@ class Settings(BaseModel):
     consumer: str = "consumer-1"
     group: str = "ml_features"
     lock_wait_seconds: float = Field(600.0, gt=0)
+    retention_hours: int = Field(24, ge=0)
     stream_prefix: str = "ml_features"
 
     @classmethod

@@ -10,16 +10,21 @@ the staging views built by dbt hold each message once (their unique tests pass).
 
 import json
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
+import redis
 from extract_support import JOB_COMMITTED, LOAD_RECORDED
-from realtime_support import Stack, start_stack
+from realtime_support import Stack, free_port, start_stack
 
 from pipeline.dbt_runner import run_dbt
+from realtime.broker import RedisStreamsBroker
 from realtime.contract import COLUMNS
+from realtime.redis_server import RedisServer
+from realtime.settings import Settings
 
 TABLES = {"transactions": "transactions", "events": "events"}
 # the moments a consumer dies at: (name, the call it dies right before, which call)
@@ -155,3 +160,22 @@ def test_the_consumer_waits_while_another_process_holds_the_warehouse(stack: Sta
         holder.close()
     stack.wait_consumed(consumer)
     assert loaded(stack) == published(stack)
+
+
+def test_only_acknowledged_entries_older_than_the_retention_are_trimmed(tmp_path: Path) -> None:
+    with RedisServer(free_port(), tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        broker = RedisStreamsBroker(client, Settings(redis_url=server.url))
+        broker.ensure_group()
+        ids = [
+            message_id
+            for message_id, _ in broker.publish("events", [(f"e{i}", {"event_id": f"e{i}"}) for i in range(4)])
+        ]
+        delivered = broker.read("c1", 3, 100)  # e0, e1, e2 delivered; e3 not yet
+        broker.ack([delivered[0], delivered[2]])  # e1 stays pending
+        assert broker.trim(older_than_ms=int(time.time() * 1000) + 60_000) == 1  # e0 only
+        assert [mid.decode() for mid, _ in client.xrange("ml_features:events")] == ids[1:]
+        broker.ack([delivered[1]])
+        assert broker.trim(older_than_ms=int(time.time() * 1000) + 60_000) == 2  # e1, e2; e3 never delivered
+        assert [mid.decode() for mid, _ in client.xrange("ml_features:events")] == ids[3:]
+        assert broker.trim(older_than_ms=0) == 0  # within the retention: nothing goes
