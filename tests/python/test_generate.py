@@ -318,9 +318,11 @@ def test_a_damaged_or_unfinished_folder_is_written_afresh(tmp_path: Path) -> Non
 
 
 def test_chunked_rendering_gives_the_same_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows are rendered and inserted CHUNK_ROWS at a time: the chunk size changes nothing."""
+    """Rows are rendered and inserted CHUNK_ROWS at a time, per-event random numbers drawn DRAW_CHUNK
+    at a time: the chunk sizes change nothing (numpy's generators give the same stream in chunks)."""
     generate(tmp_path / "default", seed=SEED, scale=800, as_of=LATE)
     monkeypatch.setattr(demo.generate, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(demo.generate, "DRAW_CHUNK", 997)
     generate(tmp_path / "small_chunks", seed=SEED, scale=800, as_of=LATE)
     assert folder_content(tmp_path / "small_chunks") == folder_content(tmp_path / "default")
 
