@@ -1242,7 +1242,8 @@ def main(argv: list[str] | None = None) -> int:
         "--as-of",
         type=date.fromisoformat,
         default=None,
-        help="YYYY-MM-DD (default: --end + 90 days, so late labels have arrived)",
+        help="YYYY-MM-DD (default: --end + 90 days, so late labels have arrived); a folder generated with the "
+        "same seed, scale and window as of an earlier day only gets what changed since",
     )
     parser.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 1))
     parser.add_argument("--end", type=date.fromisoformat, default=date(2026, 8, 31))
