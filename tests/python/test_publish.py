@@ -66,7 +66,7 @@ def test_a_partial_build_does_not_publish(warehouse_copy: Warehouse) -> None:
     assert partial.success
     assert published(warehouse_copy) == before
     status, reason = last_publish(warehouse_copy)
-    assert status == "not_published" and "1 of the 5 gold models" in reason
+    assert status == "not_published" and "1 of the 10 gold models" in reason
 
 
 def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: Warehouse) -> None:
