@@ -908,13 +908,13 @@ def watch(client: redis.Redis, gold: Path | None, seconds: float) -> None:
 
     path = gold or published_path()
     while True:
-        published = published_invocation(path)
-        synced = client.hget(PREFIX + "meta", "invocation_id")
-        if published is not None and (synced is None or synced.decode() != published):
-            try:
+        try:
+            published = published_invocation(path)
+            synced = client.hget(PREFIX + "meta", "invocation_id")
+            if published is not None and (synced is None or synced.decode() != published):
                 print(sync(client, path).line(), flush=True)
-            except StoreError as error:
-                print(f"[online] {error}", file=sys.stderr, flush=True)
+        except (StoreError, redis.ConnectionError) as error:  # Redis restarting, an old gold: try again later
+            print(f"[online] {error}", file=sys.stderr, flush=True)
         time.sleep(seconds)
 
 
