@@ -1,9 +1,10 @@
 """The consumer under kills, real parts: redis-server, the service under uvicorn, the consumer as a
 subprocess that SIGKILLs itself right before a chosen call, the DuckDB warehouse, then real dbt.
 
-Each moment gets its own records: POSTed, consumed by a consumer killed at that moment (its messages
-stay pending), then by a consumer started again (the same one takes its own pending messages back;
-another takes them over with XAUTOCLAIM). Afterwards raw holds exactly what an uninterrupted run loads,
+Each moment gets its own records, POSTed, then a consumer killed at that moment: it first takes back
+the messages the consumer killed before it left pending (and the package it left half loaded), then
+dies in that batch, leaving them pending again; at the end another consumer takes them over with
+XAUTOCLAIM. Afterwards raw holds exactly what an uninterrupted run loads,
 the messages as they were published, each once, all in completed loads: 0 lost, 0 duplicated; and
 the staging views built by dbt hold each message once (their unique tests pass).
 """
@@ -30,7 +31,7 @@ TABLES = {"transactions": "transactions", "events": "events"}
 # the moments a consumer dies at: (name, the call it dies right before, which call)
 MOMENTS = [
     ("before the load", "realtime.consumer:load", 1),
-    ("mid-load: a job's rows committed, not yet marked done", JOB_COMMITTED, 2),
+    ("mid-load: a job's rows committed, not yet marked done", JOB_COMMITTED, 1),
     ("load recorded, its package not yet archived", LOAD_RECORDED, 1),
     ("after the online store, before XACK", "realtime.broker:RedisStreamsBroker.ack", 1),
 ]
@@ -113,20 +114,20 @@ def test_a_killed_consumer_loses_and_duplicates_nothing(stack: Stack, monkeypatc
     stack.stop_consumers()
     assert loaded(stack) == published(stack)
 
+    # then a consumer killed at each moment in turn: each next one first takes back the messages the one
+    # before left pending (and the package it left half loaded), with new records, and dies in that batch
     for number, (moment, call, nth) in enumerate(MOMENTS):
         post_records(stack, f"kill{number}")
         killed = stack.start_consumer(kill_at=call, nth=nth)
         assert stack.wait_pending(killed) == -signal.SIGKILL, (moment, killed.stdout.read())
         pending = sum(unacknowledged for _, _, unacknowledged in stack.backlog().values())
         assert pending > 0, moment  # delivered to the dead consumer, never acknowledged
-        # the same consumer started again takes its own pending messages back; after the last moment,
-        # another consumer takes them over from the dead one (XAUTOCLAIM, claim idle time 1 s)
-        name = "consumer-2" if number == len(MOMENTS) - 1 else "consumer-1"
-        again = stack.start_consumer(ML_FEATURES_REALTIME_CONSUMER=name)
-        stack.wait_consumed(again)
-        stack.stop_consumers()
-        assert loaded(stack) == published(stack), moment
-        assert rows_outside_completed_loads(stack) == 0, moment
+    # another consumer takes the last one's messages over (XAUTOCLAIM, claim idle time 1 s)
+    again = stack.start_consumer(ML_FEATURES_REALTIME_CONSUMER="consumer-2")
+    stack.wait_consumed(again)
+    stack.stop_consumers()
+    assert loaded(stack) == published(stack)
+    assert rows_outside_completed_loads(stack) == 0
 
     # dbt's staging views of the stream hold each message once (unique source_message_id: tested)
     for name in ("ML_FEATURES_DATA_DIR", "ML_FEATURES_DUCKDB_PATH", "DBT_TARGET_PATH"):
