@@ -6,7 +6,6 @@ streamed rows reaching the features once and dead letters reaching the quarantin
 import datetime as dt
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import duckdb
 import httpx
@@ -16,6 +15,7 @@ from realtime_support import TEST_TOKEN, Stack, start_stack
 
 from pipeline.dbt_runner import run_dbt
 from pipeline.monitoring import first_days, last_publish_time
+from realtime.broker import RedisStreamsBroker
 
 EVENT = {
     "event_id": "evt_rt_1",
@@ -38,14 +38,30 @@ TRANSACTION = {
 }
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    """Redis and the service on an empty data folder."""
-    running = start_stack(tmp_path / "data")
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Redis and the service on an empty data folder, for the module's service tests."""
+    limits = {"ML_FEATURES_REALTIME_MAX_REQUEST_BYTES": "20000", "ML_FEATURES_REALTIME_MAX_RECORDS": "50"}
+    running = start_stack(tmp_path_factory.mktemp("realtime") / "data", **limits)
     try:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture
+def stack(service: Stack) -> Stack:
+    """The module's service with empty streams (the consumer group made again, as the service does)."""
+    client = service.client()
+    client.flushall()
+    RedisStreamsBroker(client, service.settings()).ensure_group()
+    return service
+
+
+def metrics(stack: Stack) -> dict[str, float]:
+    """The service's metrics now: `name{labels}` -> value."""
+    lines = stack.get("/metrics", token=None).text.splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if not line.startswith("#")}
 
 
 def stream(stack: Stack, kind: str) -> list[tuple[str, dict[str, str]]]:
@@ -130,48 +146,45 @@ def test_a_bearer_token_is_required_and_never_logged(stack: Stack) -> None:
     assert TEST_TOKEN not in (stack.data_dir / "service.log").read_text()
 
 
-def test_bodies_over_the_size_limit_are_refused(tmp_path) -> None:
-    from realtime_support import start_stack
+def test_bodies_over_the_size_limit_are_refused(stack: Stack) -> None:
+    big = [{**EVENT, "event_id": f"evt_{i}", "properties": {"text": "x" * 1000}} for i in range(25)]
+    answer = stack.post("events", big)
+    assert answer.status_code == 413 and "20,000 bytes" in answer.json()["detail"]
 
-    stack = start_stack(
-        tmp_path / "data", ML_FEATURES_REALTIME_MAX_REQUEST_BYTES="2000", ML_FEATURES_REALTIME_MAX_RECORDS="3"
-    )
-    try:
-        big = [{**EVENT, "event_id": f"evt_{i}", "properties": {"text": "x" * 100}} for i in range(20)]
-        answer = stack.post("events", big)
-        assert answer.status_code == 413 and "2,000 bytes" in answer.json()["detail"]
+    # no Content-Length (chunked): counted as it streams in
+    def chunks() -> Iterator[bytes]:
+        yield json.dumps(big).encode()
 
-        # no Content-Length (chunked): counted as it streams in
-        def chunks():
-            yield json.dumps(big).encode()
-
-        chunked = httpx.post(f"{stack.url}/events", content=chunks(), headers=stack.headers())
-        assert chunked.status_code == 413
-        many = stack.post("events", [{"event_id": f"e{i}"} for i in range(4)])
-        assert many.status_code == 413 and "at most 3" in many.json()["detail"]
-        assert stream(stack, "events") == [] and stream(stack, "dead_letters") == []
-    finally:
-        stack.close()
+    chunked = httpx.post(f"{stack.url}/events", content=chunks(), headers=stack.headers())
+    assert chunked.status_code == 413
+    many = stack.post("events", [{"event_id": f"e{i}"} for i in range(51)])
+    assert many.status_code == 413 and "at most 50" in many.json()["detail"]
+    assert stream(stack, "events") == [] and stream(stack, "dead_letters") == []
+    # at the limit, accepted
+    assert stack.post("events", [{**EVENT, "event_id": f"e{i}"} for i in range(50)]).status_code == 202
 
 
 def test_metrics_count_requests_rejects_latency_and_the_backlog(stack: Stack) -> None:
+    before = metrics(stack)
     stack.post("events", EVENT)
     stack.post("events", [EVENT, {**EVENT, "event_id": None}])
     stack.post("events", EVENT, token=None)
     stack.post("transactions", {**TRANSACTION, "amount": "N/A"})
-    text = stack.get("/metrics", token=None).text
-    lines = set(text.splitlines())
-    assert 'ml_features_realtime_requests_total{route="/events",status="202"} 1.0' in lines
-    assert 'ml_features_realtime_requests_total{route="/events",status="422"} 1.0' in lines
-    assert 'ml_features_realtime_requests_total{route="/events",status="401"} 1.0' in lines
-    assert 'ml_features_realtime_rejects_total{kind="events",rule="missing_key"} 1.0' in lines
-    assert 'ml_features_realtime_rejects_total{kind="transactions",rule="non_numeric_amount"} 1.0' in lines
-    assert 'ml_features_realtime_records_total{kind="events",outcome="duplicate"} 1.0' in lines
-    assert 'ml_features_realtime_request_seconds_count{route="/events"} 3.0' in lines
-    # no consumer has read anything yet: the backlog is all there
-    assert 'ml_features_realtime_stream_length{stream="events"} 1.0' in lines
-    assert 'ml_features_realtime_consumer_lag{stream="events"} 1.0' in lines
-    assert 'ml_features_realtime_consumer_lag{stream="dead_letters"} 2.0' in lines
+    after = metrics(stack)
+    counted = {name: after[name] - before.get(name, 0.0) for name in after if after[name] != before.get(name, 0.0)}
+    assert counted['ml_features_realtime_requests_total{route="/events",status="202"}'] == 1
+    assert counted['ml_features_realtime_requests_total{route="/events",status="422"}'] == 1
+    assert counted['ml_features_realtime_requests_total{route="/events",status="401"}'] == 1
+    assert counted['ml_features_realtime_rejects_total{kind="events",rule="missing_key"}'] == 1
+    assert counted['ml_features_realtime_rejects_total{kind="transactions",rule="non_numeric_amount"}'] == 1
+    assert counted['ml_features_realtime_records_total{kind="events",outcome="duplicate"}'] == 1
+    assert counted['ml_features_realtime_request_seconds_count{route="/events"}'] == 3
+    assert 0 < counted['ml_features_realtime_request_seconds_sum{route="/events"}'] < 30
+    # no consumer has read anything: the backlog is all there
+    assert after['ml_features_realtime_stream_length{stream="events"}'] == 1
+    assert after['ml_features_realtime_consumer_lag{stream="events"}'] == 1
+    assert after['ml_features_realtime_consumer_lag{stream="dead_letters"}'] == 2
+    assert after['ml_features_realtime_consumer_pending{stream="events"}'] == 0
 
 
 def test_streamed_rows_reach_the_features_once_and_rejects_the_quarantine(warehouse_copy: Warehouse) -> None:
