@@ -124,6 +124,8 @@ valid_rows as (
 
     union all
 
+    -- int_transactions_cleaned's rows (the validated rows that broke no rule), read from the validated
+    -- table, which says which source each came from; depends_on: {{ ref('int_transactions_cleaned') }}
     select
         coalesce(source_table, 'app.transactions') as source_table,
         source_load_id
