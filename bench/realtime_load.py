@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -350,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         inside = server_side(stack, "/features/{user_id}")
     finally:
         stack.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)  # kept when the run failed: the service and consumer logs
     print(
         f"[load] ingest: {ingested['records']:,} records accepted in {ingested['seconds']:.1f}s = "
         f"{ingested['rate']:,.0f} records/s sustained (aim >= 5,000); POST of {args.batch} records: "

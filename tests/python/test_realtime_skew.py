@@ -47,8 +47,14 @@ def test_replayed_days_have_the_batch_features(realtime_stack_on_warehouse: Stac
     [(raw_rows,)] = stack.query("select count(*) from raw_stream.transactions")
     assert raw_rows > 0
 
-    # a definition difference is caught: a served column changed in the store fails the check and names it
+    # the command (applying to the store directly) on the same warehouse: 0 mismatches, exit 0
+    command = [sys.executable, "-m", "realtime.skew", "--date", str(day), "--redis-url", stack.redis_server.url]
+    run = subprocess.run(command, cwd=REPO_ROOT, env=stack.environment, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PASS: 0 mismatches" in run.stdout and "is_fraud, is_label_matured" in run.stdout
+
     client = stack.client()
+    # a definition difference is caught: a served column changed in the store fails the check and names it
     txn_id = report_first_transaction(gold, day)
     user = online_store.transaction_features(client, *txn_id)["user_id"]
     payload = client.hget(online_store.PREFIX + "txa:" + user, txn_id[1]).decode()
@@ -57,6 +63,17 @@ def test_replayed_days_have_the_batch_features(realtime_stack_on_warehouse: Stac
     broken = skew.SkewReport(day)
     skew.compare(client, skew.batch_rows(gold, day), day, broken)
     assert broken.mismatches["amount_usd"] == 1 and broken.mismatches["amount_usd_scaled"] == 1
+    client.hset(online_store.PREFIX + "txa:" + user, txn_id[1], payload)
+
+    # a store whose fitted parameters differ from the gold's (a stale sync) is a mismatch of exactly the
+    # column they feed, on every row
+    params = json.loads(client.hget(online_store.PREFIX + "meta", "params"))
+    params["amount_usd_mean"] += 1.0
+    client.hset(online_store.PREFIX + "meta", "params", json.dumps(params))
+    stale = skew.SkewReport(day)
+    skew.compare(client, skew.batch_rows(gold, day), day, stale)
+    assert stale.mismatches["amount_usd_scaled"] == stale.compared > 0
+    assert set(stale.mismatches) == {"amount_usd_scaled"}
 
 
 def report_first_transaction(gold: Path, day: dt.date) -> tuple[str, str]:
@@ -67,26 +84,3 @@ def report_first_transaction(gold: Path, day: dt.date) -> tuple[str, str]:
             [day],
         ).fetchall()
     return str(user), str(txn)
-
-
-def test_the_skew_command_passes_and_a_stale_store_is_caught(realtime_stack_on_warehouse: Stack) -> None:  # noqa: F811
-    """`python -m realtime.skew --date D` (applying to the store directly): 0 mismatches, exit 0; a store whose
-    parameters differ from the gold's (a stale sync) is a mismatch of exactly the column they feed."""
-    stack = realtime_stack_on_warehouse
-    refresh_published(str(stack.duckdb_path))
-    day = last_day(published_path())
-    command = [sys.executable, "-m", "realtime.skew", "--date", str(day), "--redis-url", stack.redis_server.url]
-    run = subprocess.run(command, cwd=REPO_ROOT, env=stack.environment, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "PASS: 0 mismatches" in run.stdout and "is_fraud, is_label_matured" in run.stdout
-
-    # the Lua read takes the parameters from the store: change the fitted mean as a stale store would hold it
-    client = stack.client()
-    online_store.sync(client, published_path(), as_of=day)
-    params = json.loads(client.hget(online_store.PREFIX + "meta", "params"))
-    report = skew.SkewReport(day)
-    params["amount_usd_mean"] += 1.0
-    client.hset(online_store.PREFIX + "meta", "params", json.dumps(params))
-    skew.compare(client, skew.batch_rows(published_path(), day), day, report)
-    assert report.mismatches["amount_usd_scaled"] == report.compared > 0
-    assert set(report.mismatches) == {"amount_usd_scaled"}
