@@ -3,15 +3,22 @@
 401, 413, idempotency on the record's key, /metrics; and (with the consumer and a real dbt build)
 streamed rows reaching the features once and dead letters reaching the quarantine with their reasons."""
 
+import contextlib
 import datetime as dt
 import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
-from conftest import RUN_DATE, Warehouse
-from realtime_support import TEST_TOKEN, Stack, start_stack
+from conftest import RUN_DATE, Warehouse, descendants
+from realtime_support import REPO_ROOT, TEST_TOKEN, Stack, free_port, stack_environment, start_stack
 
 from pipeline.dbt_runner import run_dbt
 from pipeline.monitoring import first_days, last_publish_time
@@ -244,3 +251,51 @@ def test_streamed_rows_reach_the_features_once_and_rejects_the_quarantine(wareho
         " group by 1 order by 1"
     )
     assert reconciled == [("stream.events", 3, 2, 1, 0, 0), ("stream.transactions", 5, 3, 1, 1, 0)]
+
+
+def test_the_one_command_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    """`python -m realtime`: Redis, the service, the consumer and the store's sync; the URLs and where the
+    token is (never the token); a POST lands in raw; SIGINT (Ctrl-C) stops every child."""
+    port, redis_port = free_port(), free_port()
+    environment = stack_environment(
+        tmp_path / "data", ML_FEATURES_REALTIME_PORT=str(port), ML_FEATURES_REALTIME_REDIS_PORT=str(redis_port)
+    )
+    del environment["ML_FEATURES_REALTIME_TOKEN"]  # made on the first start, kept in the data folder
+    command = subprocess.Popen(
+        [sys.executable, "-m", "realtime"], cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        lines = []
+        for line in command.stdout:
+            lines.append(line)
+            if "Ctrl-C stops all" in line:
+                break
+        banner = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in banner and f"redis://127.0.0.1:{redis_port}" in banner, banner
+        token_file = tmp_path / "data" / "realtime" / "token"
+        assert str(token_file) in banner and oct(token_file.stat().st_mode & 0o777) == "0o600"
+        token = token_file.read_text().strip()
+        assert token not in banner
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/events", json=EVENT, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(duckdb.Error):
+                with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as connection:
+                    if connection.sql("select event_id from raw_stream.events").fetchall() == [("evt_rt_1",)]:
+                        break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the POSTed event did not reach raw_stream.events")
+        children = descendants(command.pid)
+        assert len(children) >= 4, children  # redis-server, uvicorn, the consumer, the sync
+    finally:
+        command.send_signal(signal.SIGINT)
+        rest, _ = command.communicate(timeout=60)
+    assert command.returncode == 0 and rest.rstrip().endswith("realtime: stopped"), rest
+    for stopped in (port, redis_port):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", stopped)) != 0, stopped
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], children
