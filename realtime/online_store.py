@@ -450,8 +450,9 @@ def user_features(client: redis.Redis, user_id: str, at: dt.datetime) -> dict[st
     """The user-level features at `at`: what fct_transaction_features would give a transaction of
     this user at that instant, apart from the columns that need the transaction itself."""
     at_us = microseconds(at)
-    state = read_state(client, user_id, at_us)
-    return {"user_id": user_id, "at": str(from_microseconds(at_us))} | history_features(user_id, at_us, state)
+    features = history_features(user_id, at_us, read_state(client, user_id, at_us))
+    del features["_params"]
+    return {"user_id": user_id, "at": str(from_microseconds(at_us))} | features
 
 
 def transaction_features(client: redis.Redis, user_id: str, transaction_id: str) -> dict[str, Any]:
@@ -462,7 +463,10 @@ def transaction_features(client: redis.Redis, user_id: str, transaction_id: str)
     _updated, owner, valid, _body = version.decode().split("\t", 3)
     if owner != user_id or valid != "1":
         raise UnknownTransaction(f"no valid transaction {transaction_id!r} of user {user_id!r} in the online store")
-    created_us = int(float(client.zscore(PREFIX + "tx:" + user_id, transaction_id)))
+    score = client.zscore(PREFIX + "tx:" + user_id, transaction_id)
+    if score is None:  # replaced by a newer version between the two reads
+        raise UnknownTransaction(f"no valid transaction {transaction_id!r} of user {user_id!r} in the online store")
+    created_us = int(score)
     state = read_state(client, user_id, created_us, transaction_id)
     features = history_features(user_id, created_us, state)
     amount_text, device_group = (client.hget(PREFIX + "txa:" + user_id, transaction_id) or b"\t").decode().split("\t")
