@@ -36,6 +36,7 @@ import duckdb
 import pyarrow as pa
 import redis
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+from dlt.pipeline.exceptions import PipelineStepFailed
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from extract.arrow_rows import random_prefix, with_row_ids
@@ -43,7 +44,7 @@ from extract.load import DUCKDB_PARQUET, duckdb_path, duckdb_settings, finish_in
 from extract.resumable_duckdb import resumable_duckdb
 from realtime.broker import Broker, Message, RedisStreamsBroker, connect
 from realtime.contract import COLUMNS, record_id
-from realtime.settings import Settings
+from realtime.settings import SettingError, Settings
 
 logger = logging.getLogger("realtime.consumer")
 PIPELINE = "ml_features_stream"
@@ -233,7 +234,12 @@ def run(settings: Settings) -> int:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="consumer: %(message)s")
-    return run(Settings.from_env())
+    try:
+        return run(Settings.from_env())
+    except (redis.RedisError, duckdb.Error, PipelineStepFailed, OSError, SettingError) as error:
+        # the batch in hand stays pending: the next start (or another consumer) takes it back
+        print(f"consumer: stopped, its messages stay pending: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ raw contract (realtime/contract.py) and published to the broker.
         422  some invalid: each rejected one with its per-field problems (field, rule, reason) and the
              id of the dead letter that keeps it; the valid ones of the batch are published all the same
         401  no bearer token, or not the service's;  413  a body over the size limit, or too many records
+        503  Redis did not answer: send the request again (the records published before it are
+             answered as duplicates then)
     GET /healthz (Redis answers), GET /metrics (Prometheus), and realtime.features_api's routes.
 
 Nothing is lost: a rejected record, or a body that is not JSON, goes as sent to the dead-letter stream,
@@ -184,7 +186,12 @@ def create_app(settings: Settings | None = None, client: redis.Redis | None = No
         records = payload if isinstance(payload, list) else [payload]
         if len(records) > settings.max_records:
             return too_large(f"{len(records):,} records: a batch holds at most {settings.max_records:,}")
-        return publish(kind, records, received_at)
+        try:
+            return publish(kind, records, received_at)
+        except redis.RedisError as error:  # nothing was acknowledged: the client sends the batch again
+            logger.warning("the broker did not answer: %s", type(error).__name__)
+            detail = "the broker is unavailable: nothing of this request is acknowledged, send it again"
+            return JSONResponse({"detail": detail}, status.HTTP_503_SERVICE_UNAVAILABLE)
 
     def publish(kind: str, records: list[Any], received_at: dt.datetime) -> JSONResponse:
         valid: list[tuple[int, Any]] = []

@@ -299,3 +299,15 @@ def test_the_one_command_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) ->
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", stopped)) != 0, stopped
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists()], children
+
+
+def test_without_redis_the_service_answers_503_not_a_traceback(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path / "data")
+    try:
+        stack.redis_server.stop()
+        answer = stack.post("events", EVENT)
+        assert answer.status_code == 503 and "send it again" in answer.json()["detail"], answer.text
+        assert stack.get("/healthz", token=None).status_code == 503
+        assert "Traceback" not in (stack.data_dir / "service.log").read_text()
+    finally:
+        stack.close()
