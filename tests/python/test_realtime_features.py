@@ -363,6 +363,13 @@ def test_the_http_endpoints(realtime_stack: Stack, tmp_path: Path) -> None:  # n
     assert candidate.status_code == 200 and candidate.json()["features"]["user_txn_count_1d"] == 2
     assert httpx_post(stack, {"transaction": txn("neg", T0, "-1")}).status_code == 422
 
+    # a gold whose last day is 2026-03-10: the store serves from 2026-03-06 00:30 on, earlier is 422
+    history = [("g", "u1", T0 - dt.timedelta(hours=5), T0 - dt.timedelta(hours=5), 1, "USD", 1, "mobile")]
+    online_store.sync(client, write_gold(tmp_path / "gold.duckdb", transactions=history, invocation="later"))
+    before = stack.get("/features/u1", at="2026-03-06T00:29:59")
+    assert before.status_code == 422 and "before the online store's history" in before.text
+    assert stack.get("/features/u1", at="2026-03-06T00:30:00").status_code == 200
+
 
 def httpx_post(stack: Stack, body: dict[str, Any]) -> Any:
     import httpx
