@@ -47,7 +47,9 @@ def test_new_column_flows_through_dbt(tmp_path: Path, monkeypatch: pytest.Monkey
     generate(space.demo_dir, seed=SEED, scale=SCALE)
     load_source("app")
     assert "loyalty_tier" in space.columns("raw_app.users")
-    dbt_build("@stg_app__users", with_tests=True)  # everything downstream of the users, and its tests
+    # everything downstream of the users with its tests, and the rest of the gold: a build publishes
+    # only when it built every gold model (the online store's tables do not depend on the users)
+    dbt_build("@stg_app__users +config.meta.publish:true", with_tests=True)
     [(tiers,)] = space.query("select count(distinct loyalty_tier) from snapshots.users_snapshot")
     assert tiers == 4
     [(with_tier,)] = space.query("select count(loyalty_tier) from marts.fct_transaction_features")
