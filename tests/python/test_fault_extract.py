@@ -229,6 +229,13 @@ def test_kills_at_any_moment_leave_raw_as_an_uninterrupted_run(
         )
     failures = [problem for _, problem in outcomes if problem]
     assert not failures, "\n".join(failures)
-    # a timed kill may come after a fast run ended (then only the rerun is checked); most land
-    timed_landed = sum(landed for moment, (landed, _) in zip(sweep, outcomes, strict=True) if isinstance(moment, float))
-    assert timed_landed >= 1, f"no timed kill of {source} landed before its load ended"
+    # a timed kill may come after a fast run ended (then only the rerun is checked); most land. When
+    # none did (this run was faster than the reference, e.g. on a busy machine), kill earlier
+    timed = [moment for moment in sweep if isinstance(moment, float)]
+    landed = any(landed for moment, (landed, _) in zip(sweep, outcomes, strict=True) if isinstance(moment, float))
+    for attempt in range(1, 4):
+        if landed:
+            break
+        landed, problem = kill_and_rerun(reference, source, min(timed) / 2**attempt, tmp_path / f"earlier{attempt}")
+        assert not problem, problem
+    assert landed, f"no timed kill of {source} landed before its load ended"
