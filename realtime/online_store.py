@@ -56,22 +56,16 @@ import pyarrow as pa
 import redis
 import yaml
 
+from extract.app_database import CONTRACT_COLUMNS
+from extract.contract import OPTIONAL_TABLES
+
 PREFIX = "ml_features:online:"
 DAY_US = 86_400_000_000
 SESSION_US = 1_800_000_000  # 30 minutes: days_in_microseconds(30 / 1440)
 EPOCH = dt.datetime(1970, 1, 1)
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-TRANSACTION_FIELDS = (
-    "transaction_id",
-    "user_id",
-    "amount",
-    "currency",
-    "status",
-    "device_type",
-    "created_at",
-    "updated_at",
-)
-EVENT_FIELDS = ("event_id", "user_id", "session_id", "event_type", "device_type", "occurred_at", "properties")
+TRANSACTION_FIELDS = CONTRACT_COLUMNS["transactions"]  # the raw contract's columns
+EVENT_FIELDS = OPTIONAL_TABLES["events"]["events"]
 # the feature columns of fct_transaction_features the store serves; is_fraud and is_label_matured are
 # the label, which no one knows at the transaction's time (chargebacks arrive weeks later)
 LABEL_COLUMNS = ("is_fraud", "is_label_matured")
