@@ -11,6 +11,7 @@ BENCH_SCALES ?= 100000,1000000,10000000
 BENCH_MEMORY_LIMIT ?= 2GB
 # pytest-xdist workers for make test (each test file runs whole on one worker)
 TEST_WORKERS ?= 2
+PYTHON_DIRS := extract demo pipeline orchestration realtime tests ci bench examples
 .PHONY: help setup demo-data run test lint build bench docs docs-serve clean example dagster realtime
 
 help: ## list the targets
@@ -30,8 +31,9 @@ demo-data: setup ## generate the demo sources (SCALE transactions, SEED) under d
 run: demo-data ## set up, generate demo data, extract with dlt, dbt build, print a summary
 	$(BIN)/pipeline run
 
-test: setup ## every test: ruff, pytest (real dlt + dbt runs at a small scale), sqlfluff
-	$(BIN)/ruff check extract demo pipeline orchestration realtime tests ci bench
+test: setup ## every test: ruff (lint and format), pytest (real dlt + dbt runs at a small scale), sqlfluff
+	$(BIN)/ruff check $(PYTHON_DIRS)
+	$(BIN)/ruff format --check $(PYTHON_DIRS)
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) lint
 

@@ -45,6 +45,7 @@ def gold(duckdb_path: Path, schema: str = "marts") -> dict[str, tuple[int, str]]
     """Row count and order-independent hash of each gold table of `schema`, build columns left out."""
     return {table: table_hash(duckdb_path, f"{schema}.{table}", BUILD_COLUMNS.__contains__) for table in GOLD}
 
+
 def kill_build_at(line_pattern: str, delay: float) -> bool:
     """Run `dbt build` and SIGKILL it `delay` seconds after it printed a line matching `line_pattern`;
     whether it was still running when killed."""

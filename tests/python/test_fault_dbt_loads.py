@@ -34,6 +34,7 @@ def gold_hashes(space: Workspace, schema: str = "marts") -> dict[str, tuple[int,
         for table in GOLD
     }
 
+
 def build(next_day: date) -> None:
     result = run_dbt(BUILD, dbt_vars={"run_date": next_day.isoformat()}, quiet=True)
     assert result.success, result.failures

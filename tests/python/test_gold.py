@@ -115,8 +115,7 @@ def test_realtime_view_serves_the_batch_and_rows_loaded_since(tmp_path: Path, mo
         [(batch_rows,)] = connection.sql("select count(*) from marts.fct_transaction_features").fetchall()
         [(batch_max,)] = connection.sql("select max(transaction_date) from marts.fct_transaction_features").fetchall()
         [(fresh,)] = connection.sql(
-            "select count(*) from marts.realtime_transaction_features where transaction_date > "
-            f"date '{batch_max}'"
+            f"select count(*) from marts.realtime_transaction_features where transaction_date > date '{batch_max}'"
         ).fetchall()
     assert str(served["speed"]) == "2026-03-04"
     assert served["batch"] < batch_max
