@@ -10,8 +10,10 @@ ML_FEATURES_REALTIME_MAX_REQUEST_BYTES      a larger POST body is refused with 4
 ML_FEATURES_REALTIME_MAX_RECORDS            records in one POST, at most (5,000)
 ML_FEATURES_REALTIME_IDEMPOTENCY_SECONDS    how long a record's key is remembered: the same record
                                             POSTed again within it is not published again (7 days)
-ML_FEATURES_REALTIME_BATCH_RECORDS          the consumer loads a micro-batch at this many records (500)
-ML_FEATURES_REALTIME_BATCH_MILLISECONDS     ... or when this long has passed since its first record (1,000)
+ML_FEATURES_REALTIME_BATCH_RECORDS          the consumer loads a micro-batch at this many records (5,000)
+ML_FEATURES_REALTIME_BATCH_MILLISECONDS     ... or when this long has passed since its first record (250):
+                                            a dlt load costs about a second whatever its size, so large
+                                            batches keep up with the ingest and a short wait keeps it fresh
 ML_FEATURES_REALTIME_CLAIM_IDLE_MILLISECONDS  a message delivered to a consumer that has not acknowledged it
                                             for this long is taken over by another (60,000): a dead
                                             consumer's pending messages are reclaimed
@@ -50,8 +52,8 @@ class Settings(BaseModel):
     max_request_bytes: int = Field(1024 * 1024, gt=0)
     max_records: int = Field(5000, gt=0)
     idempotency_seconds: int = Field(7 * 24 * 3600, gt=0)
-    batch_records: int = Field(500, gt=0)
-    batch_milliseconds: int = Field(1000, gt=0)
+    batch_records: int = Field(5000, gt=0)
+    batch_milliseconds: int = Field(250, gt=0)
     claim_idle_milliseconds: int = Field(60_000, gt=0)
     consumer: str = "consumer-1"
     group: str = "ml_features"
