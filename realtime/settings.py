@@ -9,7 +9,8 @@ ML_FEATURES_REALTIME_TOKEN                  the bearer token clients send; unset
 ML_FEATURES_REALTIME_MAX_REQUEST_BYTES      a larger POST body is refused with 413 (1 MiB)
 ML_FEATURES_REALTIME_MAX_RECORDS            records in one POST, at most (5,000)
 ML_FEATURES_REALTIME_IDEMPOTENCY_SECONDS    how long a record's key is remembered: the same record
-                                            POSTed again within it is not published again (7 days)
+                                            POSTed again within it is not published again (1 day; a key
+                                            takes about 100 bytes of Redis memory)
 ML_FEATURES_REALTIME_BATCH_RECORDS          the consumer loads a micro-batch at this many records (5,000)
 ML_FEATURES_REALTIME_BATCH_MILLISECONDS     ... or when this long has passed since its first record (250):
                                             a dlt load costs about a second whatever its size, so large
@@ -20,7 +21,7 @@ ML_FEATURES_REALTIME_CLAIM_IDLE_MILLISECONDS  a message delivered to a consumer 
 ML_FEATURES_REALTIME_CONSUMER               this consumer's name in the group (consumer-1); a restart under
                                             the same name takes its own pending messages back at once
 ML_FEATURES_REALTIME_LOCK_WAIT_SECONDS      how long the consumer waits for the warehouse when another
-                                            process (a dbt build) holds it, before it stops (600)
+                                            process (a dbt build) holds it, before it stops (3,600)
 ML_FEATURES_REALTIME_RETENTION_HOURS       acknowledged stream entries are kept this long, then trimmed (24);
                                             an entry not yet delivered or acknowledged is never trimmed
 ML_FEATURES_REALTIME_STREAM_PREFIX          the streams' names: <prefix>:transactions, :events, :dead_letters
@@ -51,13 +52,13 @@ class Settings(BaseModel):
     token: SecretStr | None = None
     max_request_bytes: int = Field(1024 * 1024, gt=0)
     max_records: int = Field(5000, gt=0)
-    idempotency_seconds: int = Field(7 * 24 * 3600, gt=0)
+    idempotency_seconds: int = Field(24 * 3600, gt=0)
     batch_records: int = Field(5000, gt=0)
     batch_milliseconds: int = Field(250, gt=0)
     claim_idle_milliseconds: int = Field(60_000, gt=0)
     consumer: str = "consumer-1"
     group: str = "ml_features"
-    lock_wait_seconds: float = Field(600.0, gt=0)
+    lock_wait_seconds: float = Field(3600.0, gt=0)
     retention_hours: int = Field(24, ge=0)
     stream_prefix: str = "ml_features"
 
