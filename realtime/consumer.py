@@ -52,6 +52,7 @@ DATASET = "raw_stream"
 MESSAGE_ID = "_stream_message_id"
 DEAD_LETTER_COLUMNS = ("kind", "record_key", "record", "problems", "rejection_rule", "rejection_reason", "received_at")
 TABLE_COLUMNS = {**COLUMNS, "dead_letters": DEAD_LETTER_COLUMNS}
+CLOCK_MARGIN_SECONDS = 3600
 
 
 @dataclass
@@ -126,14 +127,21 @@ def make_pipeline(connection: duckdb.DuckDBPyConnection) -> dlt.Pipeline:
 
 
 def loaded_message_ids(connection: duckdb.DuckDBPyConnection, table: str, ids: list[str]) -> set[str]:
-    """Which of `ids` `raw_stream.<table>` already holds."""
+    """Which of `ids` `raw_stream.<table>` already holds.
+
+    Only the loads since the oldest message was published are read (less CLOCK_MARGIN_SECONDS for the
+    clocks of Redis and of this machine): a message is loaded after it was published, and the load id
+    is the unix time (DuckDB skips the older row groups of the append-only table by their min/max)."""
     exists = connection.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?", [DATASET, table]
     ).fetchone()[0]
     if not exists or not ids:
         return set()
+    oldest_seconds = min(int(message_id.split("-")[0]) for message_id in ids) // 1000 - CLOCK_MARGIN_SECONDS
     found = connection.execute(
-        f"select distinct {MESSAGE_ID} from {DATASET}.{table} where {MESSAGE_ID} in (select unnest(?))", [ids]
+        f"select distinct {MESSAGE_ID} from {DATASET}.{table} "
+        f"where _dlt_load_id >= ? and {MESSAGE_ID} in (select unnest(?))",
+        [str(oldest_seconds), ids],
     ).fetchall()
     return {message_id for (message_id,) in found}
 
