@@ -212,7 +212,10 @@ def test_streamed_rows_reach_the_features_once_and_rejects_the_quarantine(wareho
         assert stack.post("transactions", [transaction(1), transaction(2), late]).status_code == 202
         assert stack.post("transactions", transaction(1)).json()["accepted"][0]["duplicate"]
         refunded = transaction(2, status="refunded", updated_at="2026-09-01T00:00:00Z")
-        assert stack.post("transactions", [refunded, transaction(4, amount="-3")]).status_code == 422
+        # most of the stream's transactions refused at the door: their senders had the 422, so the
+        # build still publishes (they are quarantine rows, left out of the quarantined share)
+        refused = [transaction(number, amount=f"-{number}") for number in range(4, 9)]
+        assert stack.post("transactions", [refunded, *refused]).status_code == 422
         events = [
             {**EVENT, "event_id": f"rt_e{i}", "user_id": "140", "occurred_at": "2026-08-31T09:50:00Z"} for i in (1, 2)
         ]
@@ -237,20 +240,38 @@ def test_streamed_rows_reach_the_features_once_and_rejects_the_quarantine(wareho
         "select status, source_table, rows_in_raw from intermediate.int_transactions_validated"
         " where transaction_id = 'rt_2'"
     ) == [("refunded", "stream.transactions", 2)]
+    assert warehouse_copy.query("select status from monitoring.publish_log order by logged_at desc limit 1") == [
+        ("published",)
+    ]
     quarantined = warehouse_copy.query(
-        "select source_table, record_key, rejection_rule, rejection_reason from intermediate.int_quarantined_rows"
-        " where source_table like 'stream.%' order by 1"
+        "select source_table, record_key, rejection_rule, rejection_reason, rejected_by"
+        " from intermediate.int_quarantined_rows where source_table like 'stream.%' order by 1, 2"
     )
     assert quarantined == [
-        ("stream.events", "rt_e3", "unparseable_timestamp", "occurred_at is missing or not a timestamp"),
-        ("stream.transactions", "rt_4", "negative_amount", "amount -3 is negative"),
+        (
+            "stream.events",
+            "rt_e3",
+            "unparseable_timestamp",
+            "occurred_at is missing or not a timestamp",
+            "ingestion_service",
+        ),
+        *[
+            (
+                "stream.transactions",
+                f"rt_{number}",
+                "negative_amount",
+                f"amount -{number} is negative",
+                "ingestion_service",
+            )
+            for number in range(4, 9)
+        ],
     ]
     reconciled = warehouse_copy.query(
         "select source_table, sum(raw_rows), sum(valid_rows), sum(quarantined_rows), sum(duplicates_removed),"
         " sum(unaccounted_rows) from monitoring.row_reconciliation where source_table like 'stream.%'"
         " group by 1 order by 1"
     )
-    assert reconciled == [("stream.events", 3, 2, 1, 0, 0), ("stream.transactions", 5, 3, 1, 1, 0)]
+    assert reconciled == [("stream.events", 3, 2, 1, 0, 0), ("stream.transactions", 9, 3, 5, 1, 0)]
 
 
 def test_the_one_command_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:

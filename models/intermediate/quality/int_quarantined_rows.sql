@@ -3,7 +3,8 @@
 -- not read (raw_<source>.rejected_files) is one row of the table its rows were for, keyed by its path.
 -- Transactions and events come from their batch source or the stream (source_table; a row validated
 -- before the column existed is the batch source's). A record the ingestion service rejected (a dead
--- letter) is one row of the stream table it was sent to, with the service's rule and every reason.
+-- letter) is one row of the stream table it was sent to, with the service's rule and every reason,
+-- rejected_by 'ingestion_service' (its sender was answered 422); every other row 'warehouse'.
 with
 
 transactions as (
@@ -51,6 +52,7 @@ unioned as (
         rejection_reason,
         source_load_id,
         source_row_id,
+        'warehouse' as rejected_by,
         'user_id=' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null')
         || '; amount=' || coalesce(raw_amount, 'null')
         || '; currency=' || coalesce(currency, 'null')
@@ -66,6 +68,7 @@ unioned as (
         rejection_reason,
         source_load_id,
         source_row_id,
+        'warehouse' as rejected_by,
         'user_id=' || coalesce(cast(user_id as {{ dbt.type_string() }}), 'null')
         || '; event_type=' || coalesce(event_type, 'null') as raw_values
     from events
@@ -79,6 +82,7 @@ unioned as (
         rejection_reason,
         source_load_id,
         source_row_id,
+        'warehouse' as rejected_by,
         'transaction_id=' || coalesce(raw_transaction_id, 'null')
         || '; reported_at=' || coalesce(raw_reported_at, 'null')
         || '; reason=' || coalesce(reason, 'null') as raw_values
@@ -93,6 +97,7 @@ unioned as (
         'user_id is missing' as rejection_reason,
         source_load_id,
         source_row_id,
+        'warehouse' as rejected_by,
         'name=' || coalesce(raw_name, 'null') || '; email=' || coalesce(raw_email, 'null') as raw_values
     from users
 
@@ -105,6 +110,7 @@ unioned as (
         rejection_reason,
         source_load_id,
         source_row_id,
+        'warehouse' as rejected_by,
         'date=' || coalesce(raw_rate_date, 'null') || '; currency=' || coalesce(currency, 'null')
         || '; rate_to_usd=' || coalesce(raw_rate_to_usd, 'null') as raw_values
     from fx_rates
@@ -118,6 +124,7 @@ unioned as (
         rejection_reason,
         source_load_id,
         source_row_id,
+        'ingestion_service' as rejected_by,
         'record=' || coalesce(raw_record, 'null') as raw_values
     from dead_letters
 
@@ -136,6 +143,7 @@ unioned as (
             || coalesce(rejection_reason, 'no reason given') as rejection_reason,
             source_load_id,
             source_row_id,
+            'warehouse' as rejected_by,
             'size=' || coalesce(cast(file_size_bytes as {{ dbt.type_string() }}), 'null')
             || '; modified_at=' || coalesce(cast(file_modified_at as {{ dbt.type_string() }}), 'null') as raw_values
         from {{ files }}
