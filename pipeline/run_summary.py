@@ -20,7 +20,15 @@ DBT_ERROR_HEADERS = ("Runtime Error in ", "Database Error in ", "Compilation Err
 
 
 def raw_rows(connection: duckdb.DuckDBPyConnection, source_table: str) -> int | None:
-    """Rows of the raw table `<source>.<table>` (dataset raw_<source>), None when it does not exist."""
+    """The raw rows of source table `<source>.<table>` as monitoring.row_reconciliation counts them (a
+    rejected file and a record the ingestion service refused count as one row of the table they were
+    for); before that model was built, the rows of raw_<source>.<table>. None when neither exists."""
+    if relation_exists(connection, "monitoring", "row_reconciliation"):
+        [(count,)] = connection.execute(
+            "select sum(raw_rows) from monitoring.row_reconciliation where source_table = ?", [source_table]
+        ).fetchall()
+        if count is not None:
+            return int(count)
     source, _, table = source_table.partition(".")
     if not relation_exists(connection, f"raw_{source}", table):
         return None

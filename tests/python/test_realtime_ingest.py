@@ -22,6 +22,7 @@ from realtime_support import REPO_ROOT, TEST_TOKEN, Stack, free_port, stack_envi
 
 from pipeline.dbt_runner import run_dbt
 from pipeline.monitoring import first_days, last_publish_time
+from pipeline.run_summary import quarantine_by_table
 from realtime.broker import RedisStreamsBroker
 
 EVENT = {
@@ -272,6 +273,12 @@ def test_streamed_rows_reach_the_features_once_and_rejects_the_quarantine(wareho
         " group by 1 order by 1"
     )
     assert reconciled == [("stream.events", 3, 2, 1, 0, 0), ("stream.transactions", 9, 3, 5, 1, 0)]
+    # the run summary counts a refused record among the raw rows of the table it was sent to
+    with duckdb.connect(str(warehouse_copy.duckdb_path), read_only=True) as connection:
+        summary = {
+            entry["table"]: (entry["quarantined"], entry["raw_rows"]) for entry in quarantine_by_table(connection)
+        }
+    assert summary["stream.transactions"] == (5, 9) and summary["stream.events"] == (1, 3)
 
 
 def test_the_one_command_starts_the_stack_and_ctrl_c_stops_it(tmp_path: Path) -> None:
