@@ -833,12 +833,14 @@ def prune(client: redis.Redis, serves_from_us: int) -> int:
 
 
 def stored_transactions(client: redis.Redis, day: dt.date) -> dict[str, str]:
-    """transaction_id -> user_id of the valid transactions of `day` the store holds."""
+    """transaction_id -> user_id of the valid transactions of `day` the store serves. A transaction of a
+    user the store does not know (not in the gold it synced) is held, not served: the warehouse
+    quarantines it as unknown_user until the user arrives, and a sync that brings the user serves it."""
     start = microseconds(dt.datetime.combine(day, dt.time()))
     found = {}
     for txn_id, version in client.hscan_iter(PREFIX + "txv", count=5000):
         _updated, user, valid, _body = version.decode().split("\t", 3)
-        if valid != "1":
+        if valid != "1" or not client.hexists(PREFIX + "users", user):
             continue
         score = client.zscore(PREFIX + "tx:" + user, txn_id)
         if score is not None and start <= int(score) < start + DAY_US:

@@ -311,6 +311,8 @@ def test_unknown_users_and_a_store_never_synced(empty_redis: redis.Redis, tmp_pa
     online_store.apply_batch(client, [txn("x", T0, user="nobody")], [event("ex", T0, user="nobody")])
     with pytest.raises(online_store.UnknownUser):
         online_store.user_features(client, "nobody", T0)
+    # held, not served: the skew check must not count it as a valid transaction the batch lacks
+    assert "x" not in online_store.stored_transactions(client, T0.date())
     with pytest.raises(online_store.StoreError, match="no published gold"):
         online_store.sync(client, tmp_path / "missing.duckdb")
 
