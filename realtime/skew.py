@@ -225,6 +225,19 @@ def compare(client: redis.Redis, rows: list[dict[str, Any]], day: dt.date, repor
             report.examples.append(f"{txn_id}: valid online on {on}, not in the batch")
 
 
+def forget_published(client: redis.Redis) -> int:
+    """Delete the service's idempotency keys, so records it published before are published again (a
+    replay into a cleared store would otherwise be answered `duplicate` and never reach it); how many.
+    Staging still keeps one row per record."""
+    from realtime.settings import Settings
+
+    pattern = Settings.from_env().idempotency_key("*", "*")
+    keys = list(client.scan_iter(match=pattern, count=10_000))
+    for start in range(0, len(keys), 5000):
+        client.delete(*keys[start : start + 5000])
+    return len(keys)
+
+
 def check(
     client: redis.Redis,
     day: dt.date,
@@ -236,12 +249,13 @@ def check(
     days: int = 1,
 ) -> SkewReport:
     """Sync as of the first of `days` days ending on `day`, replay them, compare. `fresh`: the store's
-    keys are deleted first."""
+    keys and the service's idempotency keys are deleted first."""
     first_day = day - dt.timedelta(days=days - 1)
     # first: a running consumer loads into the warehouse
     transactions, events = day_records(warehouse, first_day, day)
     if fresh:
         online_store.clear(client)
+        forget_published(client)
     online_store.sync(client, gold, as_of=first_day)
     serves_from = json.loads(client.hget(online_store.PREFIX + "meta", "params"))["serves_from_us"]
     if serves_from is not None and online_store.microseconds(dt.datetime.combine(first_day, dt.time())) < serves_from:
@@ -264,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service", default=None, help="the ingestion service's URL (default: apply directly)")
     parser.add_argument("--token", default=None, help="its bearer token")
     parser.add_argument("--days", type=int, default=1, help="replay this many days ending on --date (default 1)")
-    parser.add_argument("--fresh", action="store_true", help="delete the online store's keys first")
+    parser.add_argument("--fresh", action="store_true", help="clear the store and the service's idempotency keys")
     parser.add_argument("--redis-url", default=None, help="default: ML_FEATURES_REDIS_URL or the stack's redis-server")
     args = parser.parse_args(argv)
     gold, warehouse = published_path(), Path(duckdb_path())
