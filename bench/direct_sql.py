@@ -95,7 +95,8 @@ def publish(manifest: dict) -> list[str]:
 
 
 def replay(warehouse: Path, target_path: Path) -> dict[str, object]:
-    """Run the nodes of the last `dbt build` in the order dbt finished them; seconds per node."""
+    """Run the on-run-start hooks and the nodes of the last `dbt build` in the order dbt finished them;
+    seconds per node."""
     manifest = json.loads((target_path / "manifest.json").read_text())
     results = json.loads((target_path / "run_results.json").read_text())["results"]
     nodes = {**manifest["nodes"], **manifest["sources"]}
@@ -105,6 +106,9 @@ def replay(warehouse: Path, target_path: Path) -> dict[str, object]:
         connection.execute("set TimeZone = 'UTC'")
         for result in results:
             unique_id = result["unique_id"]
+            if "-on-run-start-" in unique_id and result.get("compiled_code"):
+                connection.execute(result["compiled_code"])  # e.g. the stream's raw tables, created empty
+                continue
             if not unique_id.startswith(REPLAYED):
                 continue
             node_started = time.perf_counter()
