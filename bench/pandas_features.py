@@ -5,14 +5,30 @@ This is the comparison point of the benchmark: how a notebook computes the featu
 convert amounts with `merge_asof`, then `groupby().rolling()` with time windows closed on the
 left (so a window is [t - N days, t) and rows at the same timestamp are not "before").
 It follows DESIGN.md's definitions exactly so its output can be checked against the warehouse's
-(`compare`); the loyalty tier (which needs the users snapshot's history) is left out.
+(`compare`), every column of `fct_transaction_features` included (the loyalty tier as of the
+transaction, as the users snapshot's first version gives it: the user's tier from its latest
+`updated_at` on).
+
+`python -m bench.pandas_features` works through the users in chunks (`--chunks`: every row of a
+user in one chunk, since the windows are per user) so its memory stays bounded at any scale:
+  1. per chunk: read the chunk's raw rows, clean them and compute every per-row feature, write
+     them to a Parquet file;
+  2. fit the parameters on the training window (its days, then the amounts and the ages of its
+     users), from the chunks' files;
+  3. per chunk: apply the fitted parameters and write the chunk's final features as Parquet.
+The output is the same as computing every user at once (`features`); `--compare-with` checks it,
+chunk by chunk, against the warehouse's `marts.fct_transaction_features` (not timed).
 """
 
 import argparse
 import datetime as dt
 import json
+import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -36,8 +52,14 @@ FEATURE_COLUMNS = [
     "amount_usd",
     *NUMERIC_FEATURES,
     *BOOLEAN_FEATURES,
+    "loyalty_tier",
     LABEL,
     "is_label_matured",
+]
+# the per-row features before the fitted parameters are applied: what a chunk's first pass writes
+UNFITTED_COLUMNS = [
+    *(column for column in FEATURE_COLUMNS if column not in ("amount_usd_scaled", "is_amount_outlier", "age")),
+    "raw_age",
 ]
 
 
@@ -48,27 +70,57 @@ RAW_COLUMNS = {
         "cast(transaction_id as varchar) as transaction_id, cast(user_id as varchar) as user_id, "
         "amount, currency, device_type, created_at, updated_at"
     ),
-    "raw_app.users": "cast(user_id as varchar) as user_id, age, country, signup_at, updated_at",
+    "raw_app.users": "cast(user_id as varchar) as user_id, age, country, signup_at, updated_at, loyalty_tier",
     "raw_events.events": "cast(event_id as varchar) as event_id, cast(user_id as varchar) as user_id, occurred_at",
     "raw_fx.rates": "date, currency, rate_to_usd",
     "raw_chargebacks.chargebacks": "cast(transaction_id as varchar) as transaction_id, reported_at",
 }
 
 
+# raw transactions per chunk by default: the peak memory follows the chunk, not the scale (docs/benchmarks.md)
+ROWS_PER_CHUNK = 1_000_000
+# read a chunk at a time (the FX rates whole with each: a few thousand rows); the chargebacks once
+CHUNKED_TABLES = ("raw_app.transactions", "raw_app.users", "raw_events.events", "raw_fx.rates")
+
 ARROW_STRINGS = {pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}
 
 
-def read_raw(warehouse: Path) -> dict[str, pd.DataFrame]:
-    """The raw tables as dlt loaded them (only completed loads, as staging reads them), by short name."""
+def user_key(column: str = "user_id") -> str:
+    """A raw key as the cleaning reads it (text, trimmed): what chunks are split on."""
+    return f"trim(cast({column} as varchar))"
+
+
+def read_raw(
+    warehouse: Path, chunk: int = 0, chunks: int = 1, tables: tuple[str, ...] = tuple(RAW_COLUMNS)
+) -> dict[str, pd.DataFrame]:
+    """The raw tables as dlt loaded them (only completed loads, as staging reads them), by short name.
+    With `chunks` > 1: only the rows of the users whose key hashes to `chunk` (and every version of a
+    transaction one of whose versions is theirs: the latest version decides its user)."""
     frames = {}
     with duckdb.connect(str(warehouse), read_only=True) as connection:
-        for table, columns in RAW_COLUMNS.items():
+        for table in tables:
+            columns = RAW_COLUMNS[table]
             dataset, name = table.split(".")
+            present = {
+                column
+                for (column,) in connection.execute(
+                    "select column_name from duckdb_columns() where schema_name = ? and table_name = ?",
+                    [dataset, name],
+                ).fetchall()
+            }
+            if "loyalty_tier" not in present:  # the column appears part-way (schema evolution)
+                columns = columns.replace("loyalty_tier", "cast(null as varchar) as loyalty_tier")
             ordered = ", _dlt_load_id, _dlt_id" if name in ("transactions", "users") else ""
-            arrow = connection.sql(
-                f"select {columns}{ordered} from {table} "
-                f"where _dlt_load_id in (select load_id from {dataset}._dlt_loads where status = 0)"
-            ).fetch_arrow_table()
+            where = f"_dlt_load_id in (select load_id from {dataset}._dlt_loads where status = 0)"
+            mine = f"hash({user_key()}) % {chunks} = {chunk}"
+            if chunks > 1 and name in ("users", "events"):
+                where += f" and {mine}"
+            elif chunks > 1 and name == "transactions":
+                where += (
+                    f" and {user_key('transaction_id')} in "
+                    f"(select {user_key('transaction_id')} from {table} where {mine})"
+                )
+            arrow = connection.sql(f"select {columns}{ordered} from {table} where {where}").fetch_arrow_table()
             # text as Arrow-backed strings: a third of the memory of Python string objects
             frames[name] = arrow.to_pandas(types_mapper=ARROW_STRINGS.get)
     return frames
@@ -107,7 +159,8 @@ def clean_users(raw: pd.DataFrame) -> pd.DataFrame:
     age = users["age"].astype("float64")
     users["age"] = age.where(age.between(0, 120))
     users["signup_at"] = to_utc(users["signup_at"])
-    return users[["user_id", "age", "country_group", "signup_at"]]
+    users["loyalty_tier"] = users["loyalty_tier"].str.strip().str.lower().replace("", pd.NA)
+    return users[["user_id", "age", "country_group", "signup_at", "updated_at", "loyalty_tier"]]
 
 
 def clean_transactions(raw: pd.DataFrame, users: pd.DataFrame, raw_rates: pd.DataFrame) -> pd.DataFrame:
@@ -183,7 +236,7 @@ def history_windows(transactions: pd.DataFrame, events: pd.DataFrame) -> pd.Data
 
     # events of the user in [t - 30 min, t): the user's running event count strictly before t minus
     # the one strictly before t - 30 min, each found with merge_asof (a rolling window over events and
-    # transactions together needs five times the memory: about 20 GB at 10M transactions)
+    # transactions together needs several times the memory)
     stream = events.sort_values("occurred_at", kind="stable")
     stream = stream.assign(seen=stream.groupby("user_id").cumcount() + 1)
     session = features[["transaction_id", "user_id", "created_at"]].sort_values("created_at")
@@ -204,13 +257,14 @@ def history_windows(transactions: pd.DataFrame, events: pd.DataFrame) -> pd.Data
     return features.merge(session[["transaction_id", "session_events_before_txn"]], on="transaction_id", how="left")
 
 
-def features(raw: dict[str, pd.DataFrame], run_date: dt.date) -> pd.DataFrame:
-    """`fct_transaction_features` without the loyalty tier, from the raw tables (consumed: emptied)."""
+def chunk_features(raw: dict[str, pd.DataFrame], chargebacks: pd.DataFrame, run_date: dt.date) -> pd.DataFrame:
+    """Every per-row feature of the users in `raw` (consumed: emptied), before the fitted parameters:
+    UNFITTED_COLUMNS, with the user's age as given (raw_age)."""
     users = clean_users(raw.pop("users"))  # each raw frame is dropped once cleaned: memory
     transactions = clean_transactions(raw.pop("transactions"), users, raw.pop("rates"))
     rows = history_windows(transactions, clean_events(raw.pop("events"), users))
     del transactions
-    rows = rows.merge(users, on="user_id", how="inner")
+    rows = rows.merge(users.rename(columns={"updated_at": "user_updated_at"}), on="user_id", how="inner")
 
     created = rows["created_at"]
     rows["hour_of_day"] = created.dt.hour
@@ -221,32 +275,139 @@ def features(raw: dict[str, pd.DataFrame], run_date: dt.date) -> pd.DataFrame:
         rows[f"country_{group}"] = rows["country_group"] == group
     for group in ["mobile", "desktop", "tablet", "other"]:
         rows[f"device_{group}"] = rows["device_group"] == group
+    # the snapshot's first version: the user's current row, valid from its updated_at
+    rows["loyalty_tier"] = rows["loyalty_tier"].where(created >= rows["user_updated_at"])
+    rows["is_age_imputed"] = rows["age"].isna()
+    rows["raw_age"] = rows["age"]
 
-    # time-based split of the days whose labels matured; parameters fitted on the train days only
     run_end = pd.Timestamp(run_date) + pd.Timedelta(days=1)
     rows["is_label_matured"] = created + LABEL_WINDOW <= run_end
-    matured_days = np.sort(rows.loc[rows["is_label_matured"], "transaction_date"].unique())
-    train_days = matured_days[: int(np.floor(len(matured_days) * TRAIN_FRACTION))]
-    train = rows[rows["transaction_date"].isin(train_days)]
-    mean, stddev = round(train["amount_usd"].mean(), 9), round(train["amount_usd"].std(), 9)
-    p99 = train["amount_usd"].quantile(0.99)
-    median_age = users.loc[users["user_id"].isin(train["user_id"]), "age"].median()
-    rows["amount_usd_scaled"] = (rows["amount_usd"] - mean) / stddev
-    rows["is_amount_outlier"] = rows["amount_usd"] > p99
-    rows["is_age_imputed"] = rows["age"].isna()
-    rows["age"] = rows["age"].fillna(median_age)
-
-    chargebacks = raw.pop("chargebacks")
-    chargebacks = chargebacks.assign(
-        transaction_id=to_key(chargebacks["transaction_id"]),
-        reported_at=to_utc(chargebacks["reported_at"]),
-    )
-    chargebacks = chargebacks.dropna(subset=["transaction_id", "reported_at"])
     first_report = chargebacks.groupby("transaction_id")["reported_at"].min().rename("first_reported_at")
     rows = rows.merge(first_report, left_on="transaction_id", right_index=True, how="left")
     reported = rows["first_reported_at"]
     rows["is_fraud"] = (reported <= rows["created_at"] + LABEL_WINDOW) & (reported < run_end)
+    return rows[UNFITTED_COLUMNS]
+
+
+def clean_chargebacks(raw: pd.DataFrame) -> pd.DataFrame:
+    chargebacks = raw.assign(
+        transaction_id=to_key(raw["transaction_id"]),
+        reported_at=to_utc(raw["reported_at"]),
+    )
+    return chargebacks.dropna(subset=["transaction_id", "reported_at"])
+
+
+@dataclass
+class Parameters:
+    """Fitted on the training window: the train split of the days whose labels matured."""
+
+    mean: float
+    stddev: float
+    p99: float
+    median_age: float
+
+
+def training_days(matured_days: np.ndarray) -> np.ndarray:
+    """The first TRAIN_FRACTION of the (distinct) days with matured labels: the time-based train split."""
+    days = np.sort(np.unique(matured_days))
+    return days[: int(np.floor(len(days) * TRAIN_FRACTION))]
+
+
+def fit(amounts: pd.Series, ages: pd.Series) -> Parameters:
+    """The scaler and outlier threshold from the training rows' amounts, the imputer from the ages of
+    their users (one per user)."""
+    return Parameters(
+        mean=round(amounts.mean(), 9),
+        stddev=round(amounts.std(), 9),
+        p99=amounts.quantile(0.99),
+        median_age=ages.median(),
+    )
+
+
+def training_inputs(rows: pd.DataFrame, train_days: np.ndarray) -> tuple[pd.Series, pd.Series]:
+    """The amounts of the rows on training days, and the age of each of their users."""
+    train = rows[rows["transaction_date"].isin(train_days)]
+    ages = train.drop_duplicates("user_id")["raw_age"]
+    return train["amount_usd"].reset_index(drop=True), ages.reset_index(drop=True)
+
+
+def apply(rows: pd.DataFrame, parameters: Parameters) -> pd.DataFrame:
+    """The final features: the fitted parameters applied, in FEATURE_COLUMNS order, by transaction_id."""
+    rows = rows.assign(
+        amount_usd_scaled=(rows["amount_usd"] - parameters.mean) / parameters.stddev,
+        is_amount_outlier=rows["amount_usd"] > parameters.p99,
+        age=rows["raw_age"].fillna(parameters.median_age),
+    )
     return rows[FEATURE_COLUMNS].sort_values("transaction_id", ignore_index=True)
+
+
+def features(raw: dict[str, pd.DataFrame], run_date: dt.date) -> pd.DataFrame:
+    """`fct_transaction_features` from the raw tables (consumed: emptied), every user at once."""
+    chargebacks = clean_chargebacks(raw.pop("chargebacks"))
+    rows = chunk_features(raw, chargebacks, run_date)
+    train_days = training_days(rows.loc[rows["is_label_matured"], "transaction_date"].to_numpy())
+    return apply(rows, fit(*training_inputs(rows, train_days)))
+
+
+@dataclass
+class Timings:
+    read_seconds: float = 0.0
+    feature_seconds: float = 0.0
+    rows: int = 0
+
+
+def features_by_chunk(
+    warehouse: Path, run_date: dt.date, chunks: int, workdir: Path, timings: Timings
+) -> Iterator[pd.DataFrame]:
+    """`features`, users in `chunks` chunks: yields each chunk's final features (also written to
+    `workdir`/features-<chunk>.parquet). `timings` adds up the reading and the computing, not what
+    the caller does with a chunk between two."""
+
+    def timed(field: str, started: float) -> None:
+        setattr(timings, field, getattr(timings, field) + time.perf_counter() - started)
+
+    started = time.perf_counter()
+    chargebacks_raw = read_raw(warehouse, tables=("raw_chargebacks.chargebacks",))["chargebacks"]
+    timed("read_seconds", started)
+    started = time.perf_counter()
+    chargebacks = clean_chargebacks(chargebacks_raw)
+    del chargebacks_raw
+    matured: list[np.ndarray] = []
+    unfitted = [workdir / f"unfitted-{chunk}.parquet" for chunk in range(chunks)]
+    timed("feature_seconds", started)
+    for chunk, path in enumerate(unfitted):
+        started = time.perf_counter()
+        raw = read_raw(warehouse, chunk, chunks, tables=CHUNKED_TABLES)
+        timed("read_seconds", started)
+        started = time.perf_counter()
+        rows = chunk_features(raw, chargebacks, run_date)
+        del raw
+        matured.append(rows.loc[rows["is_label_matured"], "transaction_date"].unique())
+        rows.to_parquet(path, index=False)
+        timed("feature_seconds", started)
+        print(f"chunk {chunk + 1} of {chunks}: {len(rows):,} transactions", file=sys.stderr, flush=True)
+        del rows
+
+    started = time.perf_counter()
+    train_days = training_days(np.concatenate(matured))
+    amounts, ages = [], []
+    for path in unfitted:
+        rows = pd.read_parquet(path, columns=["transaction_date", "amount_usd", "user_id", "raw_age"])
+        chunk_amounts, chunk_ages = training_inputs(rows, train_days)
+        amounts.append(chunk_amounts)
+        ages.append(chunk_ages)
+    parameters = fit(pd.concat(amounts, ignore_index=True), pd.concat(ages, ignore_index=True))
+    del amounts, ages
+    timed("feature_seconds", started)
+
+    for chunk, path in enumerate(unfitted):
+        started = time.perf_counter()
+        final = apply(pd.read_parquet(path), parameters)
+        final.to_parquet(workdir / f"features-{chunk}.parquet", index=False)
+        path.unlink()
+        timings.rows += len(final)
+        timed("feature_seconds", started)
+        yield final
 
 
 def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: float = 1e-6) -> list[str]:
@@ -272,6 +433,22 @@ def compare(expected: pd.DataFrame, actual: pd.DataFrame, tolerance: float = 1e-
     return problems
 
 
+def chunk_count(warehouse: Path, rows_per_chunk: int) -> int:
+    """Enough chunks for about `rows_per_chunk` raw transactions each."""
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        rows = connection.sql("select count(*) from raw_app.transactions").fetchone()[0]
+    return max(1, -(-rows // rows_per_chunk))
+
+
+def expected_chunk(warehouse: Path, chunk: int, chunks: int) -> pd.DataFrame:
+    """The rows of marts.fct_transaction_features of the chunk's users."""
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        return connection.sql(
+            f"select {', '.join(FEATURE_COLUMNS)} from marts.fct_transaction_features "
+            f"where hash({user_key()}) % {chunks} = {chunk}"
+        ).df()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warehouse", type=Path, required=True, help="a DuckDB file with the raw tables")
@@ -279,25 +456,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare-with", type=Path, help="a warehouse whose marts.fct_transaction_features to check against"
     )
+    parser.add_argument("--chunks", type=int, help="user chunks (default: about --rows-per-chunk transactions each)")
+    parser.add_argument("--rows-per-chunk", type=int, default=ROWS_PER_CHUNK, help="raw transactions per chunk")
+    parser.add_argument("--workdir", type=Path, help="where the Parquet output goes (default: a temporary folder)")
     args = parser.parse_args(argv)
-    started = time.perf_counter()
-    raw = read_raw(args.warehouse)
-    read_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    computed = features(raw, args.run_date)
-    feature_seconds = time.perf_counter() - started
-    del raw
+    chunks = args.chunks or chunk_count(args.warehouse, args.rows_per_chunk)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="pandas_features-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    timings = Timings()
     problems: list[str] = []
-    if args.compare_with:
-        with duckdb.connect(str(args.compare_with), read_only=True) as connection:
-            expected = connection.sql(f"select {', '.join(FEATURE_COLUMNS)} from marts.fct_transaction_features").df()
-        problems = compare(expected, computed)
-        for problem in problems:
-            print(f"pandas and dbt disagree: {problem}", file=sys.stderr)
+    try:
+        computed = features_by_chunk(args.warehouse, args.run_date, chunks, workdir, timings)
+        for chunk, final in enumerate(computed):
+            if args.compare_with:
+                problems += [
+                    f"users of chunk {chunk}: {problem}"
+                    for problem in compare(expected_chunk(args.compare_with, chunk, chunks), final)
+                ]
+            del final
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for problem in problems:
+        print(f"pandas and dbt disagree: {problem}", file=sys.stderr)
     figures = {
-        "rows": len(computed),
-        "read_seconds": read_seconds,
-        "feature_seconds": feature_seconds,
+        "rows": timings.rows,
+        "chunks": chunks,
+        "read_seconds": timings.read_seconds,
+        "feature_seconds": timings.feature_seconds,
         "problems": problems,
     }
     print(json.dumps(figures))

@@ -15,6 +15,7 @@ checked: 503 first, then 429 with `Retry-After: 0`, alternating.
 import argparse
 import json
 import math
+import signal
 import threading
 from datetime import date
 from http import HTTPStatus
@@ -241,11 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.rates.exists():
         parser.error(f"{args.rates} does not exist: run `python -m demo.generate` first")
+    # SIGTERM stops it as Ctrl-C does, even when started with SIGTERM ignored (inherited from its parent);
+    # set before the first line is printed: a caller may send SIGTERM as soon as it reads it
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server = FxApiServer(args.rates, args.token, args.host, args.port, args.fail_every)
     url = server.start()
-    # the token is a secret: never printed (the caller chose it)
-    print(f"FX API at {url}{RATES_PATH} (Authorization: Bearer <the --token given>); Ctrl-C stops it", flush=True)
     try:
+        # the token is a secret: never printed (the caller chose it)
+        print(f"FX API at {url}{RATES_PATH} (Authorization: Bearer <the --token given>); Ctrl-C stops it", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

@@ -90,8 +90,8 @@ def duckdb_settings() -> dict[str, str]:
     """DuckDB settings for every connection to the warehouse (dlt, dbt, the pipeline), from the
     environment: `ML_FEATURES_DUCKDB_MEMORY_LIMIT` (e.g. `2GB`) caps the memory DuckDB uses; past
     it, DuckDB spills to a temporary folder next to the warehouse. Unset: DuckDB's default (80% of RAM).
-    Under a limit, insertion order is not kept (tables have no order): dlt's merge of 10M transactions
-    runs out of 2 GB keeping it."""
+    Under a limit, insertion order is not kept (tables have no order): dlt's merge of a large load
+    runs out of memory keeping it."""
     limit = os.environ.get("ML_FEATURES_DUCKDB_MEMORY_LIMIT", "").strip()
     return {"memory_limit": limit, "preserve_insertion_order": "false"} if limit else {}
 
@@ -103,7 +103,7 @@ def pipelines_dir() -> Path:
 
 # How the load packages' Parquet files are written for DuckDB, which reads them into the warehouse:
 # row groups of DuckDB's own row-group size, and the constant `_dlt_load_id` as a plain string
-# column (a dictionary-encoded one costs DuckDB ~50% more CPU to insert; measured on 5M events).
+# column (a dictionary-encoded one costs DuckDB noticeably more CPU to insert: docs/benchmarks.md).
 DUCKDB_PARQUET = ParquetFormatConfiguration(row_group_size=122_880, supports_dictionary_encoding=False)
 
 

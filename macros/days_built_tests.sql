@@ -8,14 +8,18 @@
     (`meta.day_column`, a SQL date expression over its columns) and keeps the rows of the other
     days (incremental, or a view over such a model) then check the rows of those days and of the
     days the rows loaded since the last build land on (tested_from_date: a status change of an old
-    transaction rebuilds no day, but is tested), not the whole history again: at 10M transactions a
-    `unique` over 50M event ids costs more than building the day.
-    What is published is tested whole, always: the gold models (meta.publish) are the tables dbt
-    rebuilds whole from the intermediate ones (fct_transaction_features, training_set: every row
-    is new) and user_daily_features, whose old days a consumer reads too. So a row on an old day
-    that no build wrote (an upstream bug, a hand edit) is never published untested: it fails the
-    gold tests of the run that would publish it. A full build, or any run without from_date, tests
-    every row. A test that needs the history (a baseline of earlier days) sets `meta: {all_days: true}`.
+    transaction rebuilds no day, but is tested), not the whole history again: a `unique` over every
+    event id costs more than building the day.
+    The gold models are tested the same way, because the publish copies to `marts` exactly what was
+    tested (macros/publish.sql): an incremental gold model with meta.day_column (fct_transaction_windows,
+    user_daily_features) publishes only the days from_date..to_date the run built, which these tests
+    checked, so a row on an old day of the audit table that no build wrote (an upstream bug, a hand
+    edit) is never published; a gold view with meta.day_column (fct_transaction_features,
+    training_set) is published over those published tables and over gold tables rebuilt and tested
+    whole every run (the parameters, the splits, the labels, the users), so its stored columns were
+    tested when their day was built and what it applies to them is tested in every build.
+    A full build, or any run without from_date, tests every row. A test that needs the history (a
+    baseline of earlier days) sets `meta: {all_days: true}`.
 
     get_where_subquery: dbt's hook that wraps a generic test's model with the test's `where`; here it
     also adds the days built. Singular tests call days_built_predicate themselves.
@@ -31,17 +35,17 @@
         {%- do filters.append(days_built_predicate(day_column)) -%}
     {%- endif -%}
     {%- if filters -%}
-        {{ return('(select * from ' ~ relation ~ ' where ' ~ filters | join(' and ') ~ ') dbt_subquery') }}
+        {{ return('(select * from ' ~ relation ~ ' where ' ~ filters | join(' and ') ~ ') as dbt_subquery') }}
     {%- endif -%}
     {{ return(relation) }}
 {%- endmacro %}
 
 
 {#- the `meta.day_column` of the model built as `relation`, or none when its tests check every row: a
-    gold model (published, tested whole) or one dbt rebuilds whole (a table: every row is new) -#}
+    model without one, or one dbt rebuilds whole (a table: every row is new) -#}
 {% macro day_column_of(relation) -%}
     {%- set node = node_built_as(relation) -%}
-    {%- if not node or node.config.meta.get('publish') or node.config.materialized not in ('incremental', 'view') -%}
+    {%- if not node or node.config.materialized not in ('incremental', 'view') -%}
         {{ return(none) }}
     {%- endif -%}
     {{ return(node.config.meta.get('day_column')) }}

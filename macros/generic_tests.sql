@@ -11,6 +11,14 @@
 {% endtest %}
 
 
+{#- the model holds exactly `expected_rows` rows (e.g. one row of fitted parameters) -#}
+{% test row_count_equals(model, expected_rows) %}
+    select count(*) as row_count
+    from {{ model }}
+    having count(*) != {{ expected_rows }}
+{% endtest %}
+
+
 {#- every non-null value lies in [min_value, max_value] (either bound optional) -#}
 {% test between(model, column_name, min_value=none, max_value=none) %}
     select {{ column_name }} as offending_value, *

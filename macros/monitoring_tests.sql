@@ -27,7 +27,7 @@ counts as (
         {{ 'sum(' ~ count_column ~ ')' if count_column else 'count(*)' }} as row_count
     from {{ model }}
     where {{ group_by_column }} is not null
-    group by 1, 2
+    group by partition_value, group_value
 ),
 
 ranked as (
@@ -36,7 +36,7 @@ ranked as (
         group_value,
         row_count,
         row_number() over (partition by partition_value order by group_value desc) as recency,
-        row_number() over (partition by partition_value order by group_value) as position
+        row_number() over (partition by partition_value order by group_value) as group_position
     from counts
 ),
 
@@ -54,7 +54,7 @@ baseline as (
     where
         recency between 2 and {{ trailing + 1 }}
         {%- if exclude_first %}
-            and position > 1
+            and group_position > 1
         {%- endif %}
     group by partition_value
 ),

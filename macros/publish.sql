@@ -39,8 +39,8 @@
             ~ ' gold models; build them all to publish' %}
         {% do record_publish('not_published', reason, built) %}
     {% else %}
-        {% do publish_tables(gold.values() | list) %}
-        {% do record_publish('published', 'published ' ~ gold | length ~ ' gold models', built) %}
+        {% set days = publish_tables(gold.values() | list) %}
+        {% do record_publish('published', 'published ' ~ gold | length ~ ' gold models', built, days) %}
     {% endif %}
     {{ return('') }}
 {% endmacro %}
@@ -129,26 +129,58 @@
 {% endmacro %}
 
 {#-
-    DuckDB: one transaction publishes every gold model (DDL is transactional), without copying the
-    tables dbt rebuilds whole: the audited table is renamed to `<name>__published` in the audit
-    schema, `marts.<name>` becomes a view over it, and so does the audit schema's `<name>` (so
-    dbt's tests, docs and partial builds still find the model) until the next build replaces that
-    view with a new table. An incremental model needs its own table for its next run: it is copied.
-    (At 10M transactions the copies of fct_transaction_features and training_set took 24 s a day.)
+    DuckDB: one transaction publishes every gold model (DDL is transactional), copying only what
+    changed (docs/incremental.md):
+    - a table dbt rebuilds whole: the audited table is renamed to `<name>__published` in the audit
+      schema, `marts.<name>` becomes a view over it, and so does the audit schema's `<name>` (so
+      dbt's tests, docs and partial builds still find the model) until the next build replaces that
+      view with a new table;
+    - an incremental model needs its own table for its next run: the published table gets the days
+      this run built (meta.day_column between the run settings from_date and to_date: delete, then
+      insert them), or a whole copy when the run was not given its days (a full refresh, a build by
+      hand), the published table does not exist yet or its columns differ. The pipeline plans
+      from_date from the loads since the last publish, so the days an unpublished build changed are
+      built, tested and published by the next one. (A whole copy of a large gold table grows with
+      the history, not with the day.)
+    - a view (meta.published_view: the macro of its SQL, macros/features/gold_views.sql) is created
+      in `marts` over the published versions of the gold models it reads, after them.
+    Returns {model name: the predicate of the days it published} for the incremental models
+    published by days (the others were replaced whole), for publish_log: the published file copies
+    the same days (pipeline/published.py).
 -#}
 {% macro default__publish_tables(nodes, own_transaction) %}
+    {#- the days of each incremental model first: reading a table's columns begins dbt's transaction,
+        committed (it changed nothing) before the publish's own one begins -#}
+    {% set days_of = {} %}
+    {% for node in nodes if node.config.materialized == 'incremental' %}
+        {% set audited = adapter.get_relation(node.database, node.schema, node.alias) %}
+        {% set existing = adapter.get_relation(node.database, published_schema(), node.alias) %}
+        {% do days_of.update({node.unique_id: published_days(node, audited, existing)}) %}
+    {% endfor %}
+    {% if own_transaction and days_of.values() | reject('none') | list %}
+        {% do adapter.commit() %}
+    {% endif %}
     {% set statements = ['begin transaction'] if own_transaction else [] %}
     {% do statements.append('create schema if not exists ' ~ published_schema()) %}
-    {% for node in nodes %}
+    {% for node in nodes if node.config.materialized != 'view' %}
         {% set audited = adapter.get_relation(node.database, node.schema, node.alias) %}
         {% set published = audited.incorporate(path={'schema': published_schema()}, type='view') %}
         {% set existing = adapter.get_relation(node.database, published_schema(), node.alias) %}
-        {% if existing is not none %}
-            {% do statements.append('drop ' ~ ('view' if existing.is_view else 'table') ~ ' ' ~ existing) %}
-        {% endif %}
         {% if node.config.materialized == 'incremental' %}
-            {% do statements.append('create table ' ~ published ~ ' as select * from ' ~ audited) %}
+            {% set days = days_of[node.unique_id] %}
+            {% if days %}
+                {% do statements.append('delete from ' ~ existing ~ ' where ' ~ days) %}
+                {% do statements.append('insert into ' ~ existing ~ ' select * from ' ~ audited ~ ' where ' ~ days) %}
+            {% else %}
+                {% if existing is not none %}
+                    {% do statements.append('drop ' ~ ('view' if existing.is_view else 'table') ~ ' ' ~ existing) %}
+                {% endif %}
+                {% do statements.append('create table ' ~ published ~ ' as select * from ' ~ audited) %}
+            {% endif %}
         {% else %}
+            {% if existing is not none %}
+                {% do statements.append('drop ' ~ ('view' if existing.is_view else 'table') ~ ' ' ~ existing) %}
+            {% endif %}
             {% set version = audited.incorporate(path={'identifier': node.alias ~ '__published'}) %}
             {#- a view already: nothing was built since the last publish, which it shows -#}
             {#- the views name schema.table only (not the file's catalog): a copied or renamed
@@ -162,10 +194,98 @@
             {% do statements.append('create view ' ~ published ~ ' as select * from ' ~ version_in_file) %}
         {% endif %}
     {% endfor %}
+    {% for node in gold_views_in_order(nodes) %}
+        {% set published = api.Relation.create(database=node.database, schema=published_schema(), identifier=node.alias, type='view') %}
+        {% set existing = adapter.get_relation(node.database, published_schema(), node.alias) %}
+        {% if existing is not none %}
+            {% do statements.append('drop ' ~ ('view' if existing.is_view else 'table') ~ ' ' ~ existing) %}
+        {% endif %}
+        {% do statements.append('create view ' ~ published ~ ' as ' ~ published_view_sql(node)) %}
+    {% endfor %}
     {% if own_transaction %}
         {% do statements.append('commit') %}
     {% endif %}
     {% do run_query(statements | join(';\n')) %}
+    {% set published_by_days = {} %}
+    {% for node in nodes if days_of.get(node.unique_id) %}
+        {% do published_by_days.update({node.alias: days_of[node.unique_id]}) %}
+    {% endfor %}
+    {{ return(published_by_days) }}
+{% endmacro %}
+
+
+{#-
+    published_days(node, audited, existing): the SQL predicate selecting the days of incremental gold
+    model `node` this run built (its meta.day_column between from_date and to_date), or none when
+    the publish must copy it whole: no given days, no meta.day_column, no published table yet; false
+    (after reading the columns) when the published table's columns differ from the audited one's.
+-#}
+{% macro published_days(node, audited, existing) %}
+    {% set day_column = node.config.meta.get('day_column') %}
+    {% set from_date = run_setting('from_date') %}
+    {% if not (day_column and from_date and existing is not none and not existing.is_view) %}
+        {{ return(none) }}
+    {% endif %}
+    {% set audited_columns = adapter.get_columns_in_relation(audited) | map(attribute='name') | list %}
+    {% set published_columns = adapter.get_columns_in_relation(existing) | map(attribute='name') | list %}
+    {% if audited_columns != published_columns %}
+        {{ return(false) }}
+    {% endif %}
+    {{ return(day_column ~ " between cast('" ~ from_date ~ "' as date) and cast('"
+        ~ (run_setting('to_date') or from_date) ~ "' as date)") }}
+{% endmacro %}
+
+
+{#- the gold views among `nodes`, each after the gold views it reads -#}
+{% macro gold_views_in_order(nodes) %}
+    {% set views = nodes | selectattr('config.materialized', 'equalto', 'view') | list %}
+    {% set view_ids = views | map(attribute='unique_id') | list %}
+    {% set ordered = [] %}
+    {% set placed = [] %}
+    {% for _ in views %}
+        {% for node in views if node.unique_id not in placed %}
+            {% set waiting = [] %}
+            {% for parent in node.depends_on.nodes if parent in view_ids and parent not in placed %}
+                {% do waiting.append(parent) %}
+            {% endfor %}
+            {% if not waiting %}
+                {% do ordered.append(node) %}
+                {% do placed.append(node.unique_id) %}
+            {% endif %}
+        {% endfor %}
+    {% endfor %}
+    {{ return(ordered) }}
+{% endmacro %}
+
+
+{#-
+    published_view_sql(node): the SQL of gold view `node` over the published versions of the models
+    it reads: its meta.published_view macro called with them. Every model it reads must be gold, or
+    the published view would read a table the next build changes before its tests ran.
+-#}
+{% macro published_view_sql(node) %}
+    {% set macro_name = node.config.meta.get('published_view') %}
+    {% if not macro_name %}
+        {{ exceptions.raise_compiler_error('gold view ' ~ node.name ~ ' has no meta.published_view: the macro of its SQL') }}
+    {% endif %}
+    {% set gold = gold_models() %}
+    {% set relations = {} %}
+    {% for parent in node.depends_on.nodes %}
+        {% if parent not in gold %}
+            {{ exceptions.raise_compiler_error('gold view ' ~ node.name ~ ' reads ' ~ parent
+                ~ ', which is not gold: a published view may read only published models') }}
+        {% endif %}
+        {% set parent_node = gold[parent] %}
+        {% set relation = api.Relation.create(database=parent_node.database, schema=published_schema(), identifier=parent_node.alias) %}
+        {% do relations.update({parent_node.name: without_database(relation)}) %}
+    {% endfor %}
+    {#- dbt resolves a macro by a name known when it parses: one branch per view macro -#}
+    {% if macro_name == 'fct_transaction_features_view' %}
+        {{ return(fct_transaction_features_view(relations)) }}
+    {% elif macro_name == 'training_set_view' %}
+        {{ return(training_set_view(relations)) }}
+    {% endif %}
+    {{ exceptions.raise_compiler_error('gold view ' ~ node.name ~ ': no macro ' ~ macro_name ~ ' in published_view_sql') }}
 {% endmacro %}
 
 {#-
@@ -184,7 +304,7 @@
 {% macro bigquery__publish_tables(nodes, own_transaction) %}
     {% set statements = ['begin transaction'] %}
     {% do run_query('create schema if not exists ' ~ published_schema()) %}
-    {% for node in nodes %}
+    {% for node in nodes if node.config.materialized != 'view' %}
         {% set audited = adapter.get_relation(node.database, node.schema, node.alias) %}
         {% set published = audited.incorporate(path={'schema': published_schema()}) %}
         {% set existing = adapter.get_relation(published.database, published.schema, published.identifier) %}
@@ -222,10 +342,24 @@
     {% endfor %}
     {% do statements.append('commit transaction') %}
     {% do run_query(statements | join(';\n')) %}
+    {#- the gold views over the published tables: one atomic `create or replace view` each. BigQuery
+        does not replace a table with a view: the empty placeholder table published_relation() made
+        before the first publish is dropped first (once; a reader then sees no table for a moment) -#}
+    {% for node in gold_views_in_order(nodes) %}
+        {% set published = api.Relation.create(database=node.database, schema=published_schema(), identifier=node.alias) %}
+        {% set existing = adapter.get_relation(node.database, published_schema(), node.alias) %}
+        {% if existing is not none and not existing.is_view %}
+            {% do run_query('drop table ' ~ existing) %}
+        {% endif %}
+        {% do run_query('create or replace view ' ~ published ~ ' as ' ~ published_view_sql(node)) %}
+    {% endfor %}
+    {{ return({}) }}
 {% endmacro %}
 
 
-{% macro record_publish(status, reason, built) %}
+{#- published_days: {model: the predicate of the days published} (publish_tables), as JSON; a model
+    not in it was published whole -#}
+{% macro record_publish(status, reason, built, published_days=none) %}
     {% do log(reason, info=true) %}
     {% set sql %}
         create schema if not exists monitoring;
@@ -236,12 +370,15 @@
             reason {{ dbt.type_string() }},
             built_models {{ dbt.type_string() }}
         );
-        insert into monitoring.publish_log values (
+        alter table monitoring.publish_log add column if not exists published_days {{ dbt.type_string() }};
+        insert into monitoring.publish_log (invocation_id, logged_at, status, reason, built_models, published_days)
+        values (
             '{{ invocation_id }}',
             {{ dbt.current_timestamp() }},
             '{{ status }}',
             '{{ dbt.escape_single_quotes(reason) }}',
-            '{{ built | join(",") }}'
+            '{{ built | join(",") }}',
+            {{ "'" ~ dbt.escape_single_quotes(tojson(published_days)) ~ "'" if published_days is not none else 'null' }}
         )
     {% endset %}
     {% do run_query(sql) %}
@@ -250,8 +387,8 @@
 
 {% macro publish_gold_now() %}
     {% set gold = gold_models() %}
-    {% do publish_tables(gold.values() | list, own_transaction=false) %}
-    {% do record_publish('published', 'published ' ~ gold | length ~ ' gold models by run-operation', []) %}
+    {% set days = publish_tables(gold.values() | list, own_transaction=false) %}
+    {% do record_publish('published', 'published ' ~ gold | length ~ ' gold models by run-operation', [], days) %}
     {% do commit_run_operation() %}
 {% endmacro %}
 

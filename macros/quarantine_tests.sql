@@ -45,7 +45,7 @@ ranked as (
     select
         *,
         sum(rule_rows) over (partition by source_table) as quarantined_rows,
-        row_number() over (partition by source_table order by rule_rows desc, rejection_rule) as rule_rank
+        row_number() over (partition by source_table order by rule_rows desc, rejection_rule asc) as rule_rank
     from by_rule
 ),
 

@@ -7,9 +7,9 @@
 {%- endmacro %}
 
 {#- DuckDB: parse as timestamptz (honours 'Z' and '+02:00'), then express in UTC without zone. A
-    column that is already a timestamp is cast, not printed and parsed again (30% of staging's time).
-    UTC from the instant's microseconds, not timezone('UTC', ...), which goes through a calendar per
-    row (50M events: 10 s -> 0.3 s); an infinite timestamp has no instant and becomes null -#}
+    column that is already a timestamp is cast, not printed and parsed again (a large part of
+    staging's time). UTC from the instant's microseconds, not timezone('UTC', ...), which goes through
+    a calendar per row; an infinite timestamp has no instant and becomes null -#}
 {% macro default__safe_to_timestamp(column) -%}
     make_timestamp(epoch_us({{ try_cast_as(column, 'timestamptz') }}))
 {%- endmacro %}
@@ -38,7 +38,7 @@
 {%- endmacro %}
 
 {#- DuckDB parses text into a decimal of more than 18 digits (dbt.type_numeric() is numeric(28,6), a
-    128-bit integer) about 70 times slower than into decimal(18,6) (10M amounts: 29 s vs 0.4 s), so
+    128-bit integer) far slower than into decimal(18,6) (docs/benchmarks.md), so
     the 64-bit decimal of the same scale first; coalesce casts again only the rows it left null.
     DuckDB's casts skip the whitespace around a number themselves -#}
 {% macro default__safe_to_decimal(column) -%}
@@ -54,8 +54,8 @@
     {{ return(adapter.dispatch('safe_to_integer', 'ml_features')(column)) }}
 {%- endmacro %}
 
-{#- DuckDB: a bigint column is left as it is, text is parsed (the cast skips surrounding whitespace);
-    printing every id and parsing it again cost 4 s for 50M events -#}
+{#- DuckDB: a bigint column is left as it is, text is parsed (the cast skips surrounding whitespace):
+    a bigint is not printed and parsed again -#}
 {% macro default__safe_to_integer(column) -%}
     {{ try_cast_as(column, dbt.type_bigint()) }}
 {%- endmacro %}

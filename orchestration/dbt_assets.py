@@ -12,27 +12,31 @@ macros/publish.sql). A locked warehouse is transient and retried.
 
 import datetime as dt
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dagster import AssetCheckResult, AssetExecutionContext, AssetMaterialization, Config, Output
-from dagster_dbt import DbtCliResource, dbt_assets
+from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 
 from extract.load import duckdb_path
 from orchestration.dbt_project import Translator, manifest_path
-from orchestration.failures import RETRY, fail_fast, transient
+from orchestration.failures import fail_fast, transient, with_retries
 from orchestration.partitions import ONE_DAY_PER_RUN, daily, day_of
 from orchestration.settings import on_duckdb
 from pipeline.console import first_line, log, seconds
 from pipeline.dbt_runner import RUN_SETTINGS, DbtSummary, summarise
 from pipeline.monitoring import first_days, last_publish_time
+from pipeline.processes import stop_process, stop_signals, stopped_with_us
 from pipeline.published import published_path, refresh_published
 from pipeline.run_summary import failed_node_lines
 from pipeline.transient import LOCK_MESSAGE, describe_lock
 from pipeline.warehouse import connect
 
 PROGRESS_EVERY = 5.0
+# how long dbt gets to cancel its queries and exit on SIGINT before it is killed
+DBT_STOP_SECONDS = 30.0
 
 
 class BuildConfig(Config):
@@ -95,6 +99,24 @@ def failure_message(summary: DbtSummary) -> str:
     return "\n".join(lines)
 
 
+def stream_events(invocation: DbtCliInvocation) -> Iterator[object]:
+    """The Dagster events of a running `dbt build`. When the step stops reading them before dbt ends
+    (an exception in the step, a check Dagster rejects, Ctrl-C or SIGTERM), dbt is stopped too: SIGINT
+    (dbt cancels its queries), SIGKILL after DBT_STOP_SECONDS, or at once on a second Ctrl-C (or
+    SIGTERM), also one that comes while dbt stops. And when the process running the step dies (a
+    SIGKILL, the OOM killer), a watcher stops dbt the same way. Left running, dbt would hold the
+    warehouse's write lock after its run was recorded failed: the runs after it (and the retry)
+    failed as locked for as long as the orphan built."""
+    watcher = stopped_with_us(invocation.process, DBT_STOP_SECONDS)
+    try:
+        yield from invocation.stream()
+    finally:
+        forced = len(stop_signals()) > 1
+        stop_process(invocation.process, signal.SIGINT, 0.0 if forced else DBT_STOP_SECONDS)
+        watcher.kill()
+        watcher.wait()
+
+
 def publish_file() -> None:
     """Copy the gold dbt just published into the file readers use (pipeline/published.py)."""
     publication = refresh_published(duckdb_path())
@@ -111,11 +133,11 @@ def publish_file() -> None:
     dagster_dbt_translator=Translator(),
     partitions_def=daily,
     backfill_policy=ONE_DAY_PER_RUN,
-    retry_policy=RETRY,
 )
+@with_retries
 def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: BuildConfig) -> Iterator[object]:
     if on_duckdb():
-        publish_file()  # gold a killed run's orphaned dbt (or a `dbt build` by hand) published: readers get it now
+        publish_file()  # gold a `dbt build` by hand (or a stopped dbt, just before) published: readers get it now
     # gold never goes back in time: a day older than the newest built (a backfill's retry that runs
     # after later days, a day re-run by hand) rebuilds from itself up to the newest day, as of that day
     day = day_of(context.partition_key)
@@ -128,7 +150,7 @@ def dbt_models(context: AssetExecutionContext, dbt: DbtCliResource, config: Buil
     done = 0
     with environment(settings):
         invocation = dbt.cli(args, context=context, raise_on_error=False)
-        for event in invocation.stream():
+        for event in stream_events(invocation):
             done += 1
             if isinstance(event, AssetCheckResult) and not event.passed:
                 log(f"[build] {event.severity.value} {event.asset_key.to_user_string()}: {event.check_name}")

@@ -8,18 +8,23 @@ and the lesson's stages as asset groups.
     store      the versioned training-set export;  train  the model
 """
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
+from orchestration.settings import dbt_target
 from pipeline.dbt_runner import PROJECT_DIR, target_path
 
-PARSED_FROM = ("models", "macros", "seeds", "snapshots", "tests", "dbt_project.yml", "profiles.yml")
+PARSED_FROM = ("models", "macros", "seeds", "snapshots", "tests/singular", "dbt_project.yml", "profiles.yml")
+PARTIAL_PARSE = "partial_parse.msgpack"
 GROUPS = {"staging": "validate", "monitoring": "validate", "intermediate": "transform", "marts": "features"}
 
 
@@ -34,16 +39,42 @@ def newest_change() -> float:
 
 
 def manifest_path() -> Path:
-    """dbt's manifest.json, `dbt parse`d first when it is missing or older than the project's files."""
-    manifest = target_path() / "manifest.json"
-    if not manifest.exists() or manifest.stat().st_mtime < newest_change():
-        dbt = str(Path(sys.executable).parent / "dbt")
-        command = [dbt, "parse", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR), "--quiet"]
-        environment = {**os.environ, "DBT_TARGET_PATH": str(target_path())}
-        parsed = subprocess.run(command, cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, check=False)
-        if parsed.returncode != 0:
-            raise RuntimeError(f"dbt parse failed:\n{parsed.stdout[-3000:]}{parsed.stderr[-2000:]}")
+    """dbt's manifest.json, `dbt parse`d first when it is missing or older than the project's files.
+
+    Processes that start together (the webserver, the daemon and the code server; pytest's workers)
+    parse one at a time: each takes the target folder's lock, and one finding the manifest current
+    reads it. dbt writes the manifest in place, so two parses at once interleaved their writes into
+    one corrupt file that looked current to every later start; and a parse killed mid-write left a
+    truncated one. So dbt parses into a folder of its own, and its manifest replaces the old one whole.
+    """
+    target = target_path()
+    target.mkdir(parents=True, exist_ok=True)
+    manifest = target / "manifest.json"
+    with (target / "manifest.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not manifest.exists() or manifest.stat().st_mtime < newest_change():
+            parse_into(target)
     return manifest
+
+
+def parse_into(target: Path) -> None:
+    """`dbt parse` for the target the builds name (orchestration/resources.py): dbt reuses this parse
+    (partial parsing) only for a build with the same --target; without it every build parsed the
+    whole project again. Its partial_parse.msgpack, which dagster-dbt copies into each build's
+    folder, is moved into `target` first, then the manifest."""
+    dbt = str(Path(sys.executable).parent / "dbt")
+    command = [dbt, "parse", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR), "--quiet"]
+    command += ["--target", dbt_target()]
+    with tempfile.TemporaryDirectory(prefix="parse-", dir=target) as folder:
+        parsed = Path(folder)
+        if (target / PARTIAL_PARSE).exists():
+            shutil.copy(target / PARTIAL_PARSE, parsed / PARTIAL_PARSE)
+        environment = {**os.environ, "DBT_TARGET_PATH": str(parsed)}
+        result = subprocess.run(command, cwd=PROJECT_DIR, env=environment, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"dbt parse failed:\n{result.stdout[-3000:]}{result.stderr[-2000:]}")
+        for name in (PARTIAL_PARSE, "manifest.json"):
+            os.replace(parsed / name, target / name)
 
 
 class Translator(DagsterDbtTranslator):

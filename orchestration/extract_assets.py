@@ -7,7 +7,7 @@ from typing import Any
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, multi_asset
 
 from extract.load import SOURCES, load_source
-from orchestration.failures import RETRY, retried_or_failed
+from orchestration.failures import retried_or_failed, with_retries
 from orchestration.partitions import ONE_DAY_PER_RUN, daily
 from orchestration.settings import destination
 from pipeline.console import log
@@ -33,9 +33,8 @@ def extract_asset(source: str, tables: list[str]):  # noqa: ANN201 (an AssetsDef
         for table in sorted(tables)
     ]
 
-    @multi_asset(
-        name=f"extract_{source}", specs=specs, partitions_def=daily, retry_policy=RETRY, backfill_policy=ONE_DAY_PER_RUN
-    )
+    @multi_asset(name=f"extract_{source}", specs=specs, partitions_def=daily, backfill_policy=ONE_DAY_PER_RUN)
+    @with_retries
     def extract(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
         log(f"[extract] {source} started")
         try:

@@ -8,7 +8,7 @@ from dagster_dbt import get_asset_key_for_model
 
 from extract.load import duckdb_path
 from orchestration.dbt_assets import dbt_models
-from orchestration.failures import RETRY, fail_fast, retried_or_failed
+from orchestration.failures import fail_fast, retried_or_failed, with_retries
 from orchestration.partitions import ONE_DAY_PER_RUN, daily
 from orchestration.settings import on_duckdb
 from pipeline.console import log
@@ -24,12 +24,12 @@ MODEL = AssetKey("fraud_model")
     deps=[get_asset_key_for_model([dbt_models], "training_set")],
     partitions_def=daily,
     backfill_policy=ONE_DAY_PER_RUN,
-    retry_policy=RETRY,
     group_name="store",
     kinds={"parquet"},
     output_required=False,
     description="data/exports/training_set/version=<content hash>/date=YYYY-MM-DD/*.parquet + manifest.json",
 )
+@with_retries
 def training_set_export(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
     log("[export] started")
     if not on_duckdb():
@@ -70,12 +70,12 @@ def skipped(reason: str) -> AssetObservation:
     deps=[EXPORT],
     partitions_def=daily,
     backfill_policy=ONE_DAY_PER_RUN,
-    retry_policy=RETRY,
     group_name="train",
     kinds={"scikitlearn"},
     output_required=False,
     description="data/models/training_set-<version>/model.joblib + metrics.json, trained on the latest export",
 )
+@with_retries
 def fraud_model(context: AssetExecutionContext) -> Iterator[MaterializeResult | AssetObservation]:
     log("[train] started")
     if not on_duckdb():

@@ -150,13 +150,15 @@ def rows_loaded_check(source: str, tables: list[str], limits: Thresholds = DEFAU
 
 
 def gold_tables(manifest: dict[str, Any]) -> dict[str, str]:
-    """{model name: relation} of the gold (marts) tables; views are not counted (counting one runs it)."""
+    """{model name: relation} of the gold (marts) tables and the published gold views (training_set,
+    fct_transaction_features: counting one runs its joins); other views are not
+    counted (the realtime view computes its speed layer)."""
     return {
         node["name"]: node["relation_name"]
         for node in manifest["nodes"].values()
         if node["resource_type"] == "model"
         and node["fqn"][1:2] == ["marts"]
-        and node["config"].get("materialized") != "view"
+        and (node["config"].get("materialized") != "view" or node["config"].get("meta", {}).get("publish"))
     }
 
 

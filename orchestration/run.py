@@ -1,22 +1,27 @@
 """`pipeline run`: the daily job materialized in this process (no daemon, no webserver), recorded
 in the Dagster instance like any run, so `make dagster` shows it and a schedule's runs alike.
 
-Exit codes: 0 success, 1 failed.
+Exit codes: 0 success, 1 failed, 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM (128 + the
+signal's number, as a shell reports a process the signal ended). Interrupted, the step running stops
+(dbt gets SIGINT and cancels its queries, dlt's load stops), is not retried, no step starts after it,
+and the run is recorded canceled, "interrupted by SIGTERM" (orchestration/failures.py with_retries).
 """
 
 import contextlib
 import datetime as dt
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import AssetKey
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 from dagster._core.utils import make_new_run_id
 
 from extract.load import data_dir
 from orchestration.instance import PID_TAG, dagster_home, fail_dead_runs, get_instance
 from orchestration.partitions import FIRST_DAY
 from pipeline.console import log, pinned_output
+from pipeline.processes import STOP_SIGNALS, Stopped, raise_stopped, signals_noted, stop_signals
 
 EXIT_OK, EXIT_FAILED = 0, 1
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -81,7 +86,32 @@ def run_day(options: RunOptions) -> int:
     except OSError as error:  # the data folder cannot be written (a file in its place, read-only, a full disk)
         log(f"pipeline run failed: cannot write {error.filename or data_dir()}: {error.strerror or error}")
         return EXIT_FAILED
-    from orchestration.definitions import ASSETS, daily_job, defs  # after the settings above are in place
+    from orchestration.definitions import ASSETS  # after the settings above are in place
+
+    selection = selected_assets(options, ASSETS)
+    if not selection:  # Dagster reads an empty selection as the whole job
+        log(
+            "pipeline run: nothing to run: every step is skipped "
+            "(--skip-extract, --skip-build, --skip-export, --skip-train)"
+        )
+        return EXIT_FAILED
+
+    previous = {signum: signal.signal(signum, raise_stopped) for signum in STOP_SIGNALS}
+    try:
+        return materialize(options, home, output, selection)
+    except Stopped as stop:  # before the run started, or while it was being summarised
+        signum = (stop_signals() or [signal.Signals[str(stop)]])[0]  # the first: the run's, if it was one
+        log(f"pipeline run interrupted by {signum.name}: stopped (the run is recorded as far as it got)")
+        return 128 + signum.value
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def materialize(options: RunOptions, home: Path, output: Path, selection: list[AssetKey]) -> int:
+    """Run the job in process, print its summary; the exit code. SIGINT or SIGTERM raise `Stopped`
+    outside the run; during it Dagster takes them and the step running stops (failures.with_retries)."""
+    from orchestration.definitions import daily_job, defs
     from orchestration.monitoring import after_run
     from orchestration.summary import print_summary
 
@@ -100,16 +130,33 @@ def run_day(options: RunOptions) -> int:
         f"(DAGSTER_HOME {home})"
     )
     log(f"[run] dbt's and dlt's own output: {output}")
-    with output.open("a") as stream, pinned_output(), contextlib.redirect_stdout(stream):
+    with output.open("a") as stream, pinned_output(), contextlib.redirect_stdout(stream), signals_noted():
         result = job.execute_in_process(
             partition_key=options.day.isoformat(),
             run_id=run_id,
             instance=instance,
             run_config=config,
-            asset_selection=selected_assets(options, ASSETS),
+            asset_selection=selection,
             tags={PID_TAG: str(os.getpid())},
             raise_on_error=False,
         )
+    stopped_by = stop_signals()
+    if stopped_by:
+        record_interrupt(instance, run_id, stopped_by[0])
     print_summary(instance, result.run_id)
     after_run(instance, result.run_id)  # slow steps, error rate, open alerts; the metrics file and the report
+    if stopped_by:
+        log(
+            f"pipeline run interrupted by {stopped_by[0].name}: stopped without retrying; "
+            "gold is published only by a whole build, the next run goes on from the completed loads"
+        )
+        return 128 + stopped_by[0].value
     return EXIT_OK if result.success else EXIT_FAILED
+
+
+def record_interrupt(instance: DagsterInstance, run_id: str, signum: signal.Signals) -> None:
+    """The run canceled, naming the signal, also when it came outside a step (between two, during a
+    retry's wait), where Dagster records a failure "interrupted unexpectedly"."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status != DagsterRunStatus.CANCELED:
+        instance.report_run_canceled(run, message=f"interrupted by {signum.name}")

@@ -8,7 +8,7 @@ only when we send one: `dagster-webserver -m orchestration.definitions` and `dag
 orchestration.definitions`. Separate processes rather than `dagster dev`: a test can start the
 daemon alone, and stopping them leaves no code server behind (`dagster dev` leaves its code server
 to time out). On Ctrl-C or SIGTERM both process groups get SIGTERM, then SIGKILL for whatever is
-still there after STOP_TIMEOUT seconds. A run in progress is stopped with them: the run's process
+still there after 20 seconds (pipeline/processes.py). A run in progress is stopped with them: the run's process
 is a child of a code server, in its group.
 """
 
@@ -23,19 +23,16 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO
 
 from orchestration.dbt_project import manifest_path
 from orchestration.instance import dagster_home, get_instance
+from pipeline.processes import Output, Stopped, raise_stopped, start_child, stop
 
 MODULE = "orchestration.definitions"
 HOST = "127.0.0.1"
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 180.0
-STOP_TIMEOUT = 20.0
-
-Output = IO[bytes] | IO[str] | int | None
 
 
 def environment() -> dict[str, str]:
@@ -55,15 +52,7 @@ def prepare() -> None:
 def start(command: list[str], output: Output = None) -> subprocess.Popen[bytes]:
     """`command` in a new session (its own process group), output to `output` (default: ours)."""
     prepare()
-    return subprocess.Popen(
-        command,
-        cwd=PROJECT_DIR,
-        env=environment(),
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT if output is not None else None,
-        start_new_session=True,
-    )
+    return start_child(command, PROJECT_DIR, environment(), output)
 
 
 def start_webserver(port: int, output: Output = None) -> subprocess.Popen[bytes]:
@@ -127,60 +116,6 @@ def wait_until_daemon_up(process: subprocess.Popen[bytes], timeout: float = STAR
                 return time.monotonic() - started
             time.sleep(0.5)
     raise TimeoutError(f"the daemons {sorted(required - beating)} sent no heartbeat within {timeout:.0f} s")
-
-
-def group_alive(group: int) -> bool:
-    """Whether process group `group` still has a member that is not a zombie."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
-
-
-def signal_group(group: int, signum: int) -> None:
-    try:
-        os.killpg(group, signum)
-    except ProcessLookupError:
-        pass
-
-
-def stop(*processes: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM to the process group of each of `processes` (started by `start_*`: each leads its
-    own), wait until no member is left, SIGKILL the groups still there after `timeout` seconds."""
-    for process in processes:
-        signal_group(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-    while any(group_alive(process.pid) for process in processes) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for process in processes:
-        if group_alive(process.pid):
-            signal_group(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-class Stopped(Exception):
-    """SIGINT or SIGTERM arrived."""
-
-
-def raise_stopped(signum: int, _frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
 
 
 def port_in_use(port: int) -> bool:

@@ -6,6 +6,7 @@ import json
 
 import duckdb
 from dagster import DagsterEventType, DagsterInstance
+from dagster._core.execution.plan.objects import ErrorSource
 
 from extract.load import duckdb_path
 from orchestration.settings import on_duckdb
@@ -106,9 +107,20 @@ def print_summary(instance: DagsterInstance, run_id: str) -> None:
         log(f"  {step.step_key:<24} {state:<8} {seconds(took):>10}  {note}{retried}")
     for line in data_lines(dbt_results(run_id)):
         log(line)
+    stopped = next(
+        (
+            first_line(event.message or "", 200)
+            for event in events
+            if event.event_type in (DagsterEventType.RUN_CANCELING, DagsterEventType.RUN_CANCELED) and event.message
+        ),
+        "interrupted",
+    )
     for event in events:
         if event.event_type == DagsterEventType.STEP_FAILURE:
             failure = event.step_failure_data
+            if failure.error_source == ErrorSource.INTERRUPT:  # Ctrl-C or SIGTERM: one line, no traceback
+                log(f"{event.step_key} stopped: {stopped} (not retried)")
+                continue
             described = failure.user_failure_data.description if failure.user_failure_data else None
             if not described and failure.error and failure.error.cause:  # e.g. "Exceeded max_retries": say of what
                 described = f"{failure.error.message.strip()}: {first_line(failure.error.cause.message, 600)}"

@@ -10,7 +10,8 @@
 
 `pipeline run` materializes the Dagster job `daily` for one day (a partition) without a daemon;
 schedules, sensors, backfills and the run history live in Dagster (`make dagster`).
-dbt stays usable on its own. Exit codes: 0 success, 1 failed.
+dbt stays usable on its own. Exit codes: 0 success, 1 failed, 130 interrupted by Ctrl-C (SIGINT),
+143 by SIGTERM (orchestration/run.py).
 """
 
 import argparse

@@ -16,8 +16,8 @@ from pathlib import Path
 from pipeline.console import plain
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-# settings of one run, passed as environment variables ML_FEATURES_<NAME> (macros/ml_helpers.sql:
-# run_setting), not --vars: dbt parses the whole project again whenever --vars change (about 10 s);
+# settings of one run, passed as environment variables ML_FEATURES_<NAME> (macros/run_settings.sql:
+# run_setting), not --vars: dbt parses the whole project again whenever --vars change;
 # the macro reads them only when SQL is compiled, so a new value needs no parsing
 RUN_SETTINGS = ("run_date", "from_date", "to_date", "tested_from_date")
 

@@ -64,7 +64,7 @@ def git_commit() -> str:
 def content_hash(connection: duckdb.DuckDBPyConnection, relation: str) -> str:
     """sha256 of the row count and two sums of 64-bit hashes of every whole row (DuckDB's `hash`,
     unsalted and salted): equal data, equal hash, whatever the row order. Computed in parallel
-    without turning rows into text (8M rows: 2 s; an md5 of each row's text took 48 s). The same
+    without turning rows into text (an md5 of each row's text was many times slower). The same
     data hashed by another DuckDB version may get another hash, and so a new export version."""
     [(digest,)] = connection.sql(
         "select sha256(concat_ws(':', count(*), coalesce(sum(hash(row_data)), 0), "

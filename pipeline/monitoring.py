@@ -15,9 +15,14 @@ from pipeline.dbt_runner import target_path
 from pipeline.warehouse import relation_exists, tables_in
 
 FIRST_DAY = dt.date(1970, 1, 1)
-# a day-partitioned model and the validated transactions it is built from: without them, a build
-# covers every day
-BUILT_RELATIONS = (("intermediate", "int_transactions_windowed"), ("intermediate", "int_transactions_validated"))
+# the day-partitioned models and the validated transactions they are built from: when one is missing
+# (a first build, a model added since) the run builds every day
+BUILT_RELATIONS = (
+    ("intermediate", "int_transactions_windowed"),
+    ("intermediate", "int_transactions_validated"),
+    ("marts_audit", "fct_transaction_windows"),
+    ("marts_audit", "user_daily_features"),
+)
 # per source, the day each row of its new loads (`$loads`) lands on: the days a run's data tests
 # check, so every row that arrived is tested, a status change included. For events and rates it is
 # also the earliest day the row changes: a late event counts in the sessions before the transactions

@@ -7,8 +7,8 @@ against a constant baseline, and writes the model beside the manifest hash it us
 A train split above `ML_FEATURES_TRAIN_MAX_ROWS` rows (default 1,000,000) is fitted on every fraud
 row and a seeded uniform sample of the others, each sampled row weighted by the inverse of its
 sampling rate, so the weighted loss estimates the full split's: negative downsampling, the usual
-way to fit a rare-label model on millions of rows (at 10M transactions: fit time a fifth, the same
-ROC AUC; docs/benchmarks.md). The validation split is always scored whole.
+way to fit a rare-label model on millions of rows (a fraction of the fit time, the same ROC AUC:
+docs/benchmarks.md). The validation split is always scored whole.
 
     data/models/training_set-<version>/model.joblib
     data/models/training_set-<version>/metrics.json
@@ -106,8 +106,8 @@ def feature_matrix(table: pa.Table) -> np.ndarray:
     """The model's inputs: numeric features (nulls stay NaN), booleans as 0/1, tier as an ordinal.
 
     Filled column by column into one float64 matrix, the type the model validates its input to: any
-    other type would be copied whole. With no DataFrame in between, a 10M-transaction training set
-    stays within the benchmark's 4 GB (bench/run.py)."""
+    other type would be copied whole. With no DataFrame in between, the largest benchmark's training
+    set stays within its memory limit (bench/run.py)."""
     columns = [*NUMERIC_FEATURES, *BOOLEAN_FEATURES]
     matrix = np.empty((table.num_rows, len(columns) + 1), dtype=np.float64)
     for index, name in enumerate(columns):

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from pipeline.processes import Stopped, raise_stopped, start_child, stop
 from realtime.redis_server import RedisServer, RedisServerError
 from realtime.settings import SettingError, Settings, redis_dir, token_file
 
@@ -30,14 +31,6 @@ START_TIMEOUT = 60.0
 # how often the online store looks for a newly published gold
 SYNC_SECONDS = 30
 STOP_TIMEOUT = 30.0
-
-
-class Stopped(Exception):
-    """SIGINT or SIGTERM arrived."""
-
-
-def raise_stopped(signum: int, _frame: object) -> None:
-    raise Stopped(signal.Signals(signum).name)
 
 
 def token_from_file() -> str:
@@ -49,10 +42,6 @@ def token_from_file() -> str:
         with os.fdopen(descriptor, "w") as file:
             file.write(secrets.token_urlsafe(32))
     return path.read_text().strip()
-
-
-def start(command: list[str], environment: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, cwd=PROJECT_DIR, env=environment, stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def service_command(settings: Settings) -> list[str]:
@@ -77,26 +66,6 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = S
     raise TimeoutError(f"{url}/healthz did not answer within {timeout:.0f} s")
 
 
-def stop(processes: list[subprocess.Popen[bytes]], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM to each child's process group, SIGKILL to those still running after `timeout`."""
-    for process in processes:
-        if process.poll() is None:
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
-
-
 def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, raise_stopped)
     signal.signal(signal.SIGTERM, raise_stopped)
@@ -113,11 +82,11 @@ def serve(settings: Settings) -> int:
             redis_server = RedisServer(settings.redis_port, redis_dir())
             environment["ML_FEATURES_REDIS_URL"] = redis_server.start()
         url = f"http://{settings.host}:{settings.port}"
-        children.append(start(service_command(settings), environment))
+        children.append(start_child(service_command(settings), PROJECT_DIR, environment))
         wait_until_up(url, children[0])
-        children.append(start([sys.executable, "-m", "realtime.consumer"], environment))
+        children.append(start_child([sys.executable, "-m", "realtime.consumer"], PROJECT_DIR, environment))
         sync = [sys.executable, "-m", "realtime.online_store", "sync", "--watch", str(SYNC_SECONDS)]
-        children.append(start(sync, environment))
+        children.append(start_child(sync, PROJECT_DIR, environment))
         print(
             f"realtime: Redis      {environment['ML_FEATURES_REDIS_URL'].split('@')[-1]}"
             f"{' (data: ' + str(redis_dir()) + ')' if redis_server else ''}\n"
@@ -141,7 +110,7 @@ def serve(settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop(children)
+        stop(*children, timeout=STOP_TIMEOUT)
         if redis_server:
             redis_server.stop()
     print("realtime: stopped", flush=True)

@@ -91,6 +91,21 @@ class Record(BaseModel):
     def text(cls, value: Any) -> str | None:
         return as_text(value)
 
+    # the key and the user of a transaction or an event (fields of the subclasses)
+    @field_validator("transaction_id", "event_id", check_fields=False)
+    @classmethod
+    def has_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if key_text(value) is None:
+            raise PydanticCustomError("missing_key", "{field} is missing", {"field": info.field_name})
+        return value
+
+    @field_validator("user_id", check_fields=False)
+    @classmethod
+    def has_user(cls, value: str | None) -> str | None:
+        if key_text(value) is None:
+            raise PydanticCustomError("unknown_user", "user_id null is not a known user")
+        return value
+
     def row(self) -> dict[str, str | None]:
         """The record as a raw row: the contract's columns, text or None."""
         return self.model_dump()
@@ -105,20 +120,6 @@ class Transaction(Record):
     device_type: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
-
-    @field_validator("transaction_id")
-    @classmethod
-    def has_key(cls, value: str | None) -> str | None:
-        if key_text(value) is None:
-            raise PydanticCustomError("missing_key", "transaction_id is missing")
-        return value
-
-    @field_validator("user_id")
-    @classmethod
-    def has_user(cls, value: str | None) -> str | None:
-        if key_text(value) is None:
-            raise PydanticCustomError("unknown_user", "user_id null is not a known user")
-        return value
 
     @field_validator("created_at")
     @classmethod
@@ -197,20 +198,6 @@ class Event(Record):
         if isinstance(value, dict | list):
             return json.dumps(value, separators=(",", ":"), sort_keys=True)
         return as_text(value)
-
-    @field_validator("event_id")
-    @classmethod
-    def has_key(cls, value: str | None) -> str | None:
-        if key_text(value) is None:
-            raise PydanticCustomError("missing_key", "event_id is missing")
-        return value
-
-    @field_validator("user_id")
-    @classmethod
-    def has_user(cls, value: str | None) -> str | None:
-        if key_text(value) is None:
-            raise PydanticCustomError("unknown_user", "user_id null is not a known user")
-        return value
 
     @field_validator("occurred_at")
     @classmethod

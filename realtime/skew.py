@@ -1,6 +1,6 @@
 """Training/serving skew check: replay one day through the real-time path and compare with the batch.
 
-    python -m realtime.skew --date D [--service URL --token T] [--redis-url URL]
+    python -m realtime.skew --date D [--service URL] [--redis-url URL]
 
 With a warehouse built through day D by the batch pipeline (its published gold holds day D):
   1. sync the online store from the published gold as of the day before (history strictly before D);
@@ -35,6 +35,7 @@ import redis
 
 from realtime import online_store
 from realtime.online_store import EVENT_FIELDS, LABEL_COLUMNS, TRANSACTION_FEATURES, TRANSACTION_FIELDS
+from realtime.settings import Settings, token_file
 
 TOLERANCE = 1e-9
 
@@ -269,14 +270,26 @@ def check(
     return report
 
 
+def service_token() -> str | None:
+    """The service's bearer token: the setting (ML_FEATURES_REALTIME_TOKEN), else the stack's token file."""
+    token = Settings.from_env().token
+    if token is not None:
+        return token.get_secret_value()
+    return token_file().read_text().strip() if token_file().exists() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     from extract.load import duckdb_path
     from pipeline.published import published_path
 
     parser = argparse.ArgumentParser(prog="python -m realtime.skew", description=__doc__.split("\n\n")[0])
     parser.add_argument("--date", type=dt.date.fromisoformat, required=True, help="the day to replay, YYYY-MM-DD")
-    parser.add_argument("--service", default=None, help="the ingestion service's URL (default: apply directly)")
-    parser.add_argument("--token", default=None, help="its bearer token")
+    parser.add_argument(
+        "--service",
+        default=None,
+        help="the ingestion service's URL (default: apply directly); its bearer token is read from "
+        "ML_FEATURES_REALTIME_TOKEN or the token file `python -m realtime` keeps, never the command line",
+    )
     parser.add_argument("--days", type=int, default=1, help="replay this many days ending on --date (default 1)")
     parser.add_argument("--fresh", action="store_true", help="clear the store and the service's idempotency keys")
     parser.add_argument("--redis-url", default=None, help="default: ML_FEATURES_REDIS_URL or the stack's redis-server")
@@ -292,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             warehouse,
             gold,
             args.service,
-            args.token,
+            service_token() if args.service else None,
             args.fresh,
             args.days,
         )

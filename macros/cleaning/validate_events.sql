@@ -1,9 +1,11 @@
 {#-
-    validate_events(events): a select of every row of `events` (shaped like stg_events__events)
-    with the first validation rule it fails (null when valid) and a readable reason. Used by the
-    table int_events_validated and the speed layer of realtime_transaction_features.
+    validate_events(events, users): a select of every row of `events` (shaped like stg_events__events)
+    with the first validation rule it fails (null when valid) and a readable reason. `users` is the
+    known users (a CTE name or a relation shaped like stg_app__users, read once). Both are the
+    caller's: the macro refs nothing. Used by the table int_events_validated and the speed layer of
+    realtime_transaction_features.
 -#}
-{% macro validate_events(events) %}
+{% macro validate_events(events, users) %}
     select
         *,
         case rejection_rule
@@ -18,13 +20,11 @@
             case
                 when events.event_id is null then 'missing_key'
                 when events.occurred_at is null then 'unparseable_timestamp'
-                when users.user_id is null then 'unknown_user'
+                when known_users.user_id is null then 'unknown_user'
             end as rejection_rule
         from {{ events }} as events
-        left join (
-            select user_id from {{ ref('stg_app__users') }}
-            where user_id is not null
-        ) as users
-            on events.user_id = users.user_id
+        -- an event whose user_id is null matches no user (an equality)
+        left join {{ users }} as known_users
+            on events.user_id = known_users.user_id
     ) as validated
 {% endmacro %}

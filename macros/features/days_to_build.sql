@@ -16,29 +16,38 @@
     run without from_date) has `changed_date`.
 -#}
 {% macro days_to_build(transactions, built_date_column, changed_days) %}
-    select distinct transactions.transaction_date as build_date
-    from {{ transactions }} as transactions
-    {% if run_setting('from_date') %}
-        where
-            transactions.transaction_date >= cast('{{ run_setting("from_date") }}' as date)
-            and transactions.transaction_date <= cast('{{ run_setting("to_date") or run_setting("from_date") }}' as date)
-    {% elif is_incremental() %}
-        cross join (
+    {%- if is_incremental() and not run_setting('from_date') %}
+        with
+
+        already_built as (
             select
                 max({{ built_date_column }}) as last_built_date,
                 max(source_load_id) as last_built_load_id
             from {{ this }}
-        ) as already_built
-        cross join (
+        ),
+
+        first_change as (
             select min(changed_date) as first_changed_date
             from {{ changed_days }}
-        ) as changed
+        )
+
+    {% endif %}
+    select distinct transaction_rows.transaction_date as build_date
+    from {{ transactions }} as transaction_rows
+    {% if run_setting('from_date') %}
+        where
+            transaction_rows.transaction_date >= cast('{{ run_setting("from_date") }}' as date)
+            and transaction_rows.transaction_date
+            <= cast('{{ run_setting("to_date") or run_setting("from_date") }}' as date)
+    {% elif is_incremental() %}
+        cross join already_built
+        cross join first_change
         where
             already_built.last_built_date is null
-            or transactions.transaction_date >= changed.first_changed_date
-            or transactions.transaction_date
+            or transaction_rows.transaction_date >= first_change.first_changed_date
+            or transaction_rows.transaction_date
             >= {{ dbt.dateadd('day', -1 * var('reprocess_days'), 'already_built.last_built_date') }}
-            or transactions.source_load_id > already_built.last_built_load_id
+            or transaction_rows.source_load_id > already_built.last_built_load_id
     {% endif %}
 {% endmacro %}
 
@@ -46,8 +55,8 @@
 {#-
     rows_on_days_to_build(rows, date_column, days): a select of the rows of `rows` (a CTE name) whose
     `date_column` is a `build_date` of `days` (the CTE of days_to_build). On a full build without
-    from_date that is every day: every row is kept without joining it to the days (8 s for 10M
-    transactions).
+    from_date that is every day: every row is kept without joining it to the days (a join that
+    would keep every row anyway).
 -#}
 {% macro rows_on_days_to_build(rows, date_column, days) %}
     {%- if not run_setting('from_date') and not is_incremental() %}

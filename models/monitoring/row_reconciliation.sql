@@ -3,10 +3,13 @@
 -- quarantined; not kept, it is a duplicate staging removed (another row with its key was kept,
 -- maybe from another load). Monitoring reads the raw tables, as staging does, because counting
 -- them is the point: nothing between raw and the cleaned models may lose a row.
--- Every count is taken again on every build. The row-by-row check of which raw rows staging kept
--- (a join on the row id, the expensive part: a minute at 10M transactions) runs for the loads that
--- are new or whose duplicates (raw rows - staged rows) changed since the last build; the other
--- loads carry their last check over. A full refresh checks every load again.
+-- Every count is an aggregate per load, taken again on every build (no row-by-row join of raw and
+-- kept row ids, which reads every row id of both). The rows staging kept from a load are
+-- rows of that load, so the duplicates removed from it are its raw rows less its kept rows. Over a
+-- table these must equal the duplicates staging counted on the rows it kept (rows_in_raw - 1; tested:
+-- assert_duplicates_removed_match_staging), i.e. the raw rows must equal the sum of rows_in_raw: a raw
+-- row staging lost, or a kept row counted twice or that raw does not hold, fails it; more kept than
+-- raw rows in a load fails the per-load test (duplicates_removed >= 0).
 -- A file the extract could not read counts as one raw row of the table its rows were for (below).
 {#- each raw table: its name here, the dbt source it belongs to, the relation holding the rows
     staging kept of it (for transactions and events the validated tables, which hold every staged
@@ -52,8 +55,6 @@
         {%- endif %}
     {%- endfor %}
 {%- endif %}
-{%- set previous = previous_build() %}
-
 with
 
 -- every raw row of a completed load, and every rejected file (one row each)
@@ -97,7 +98,8 @@ staged_rows as (
         select
             '{{ source_table }}' as source_table,
             source_load_id,
-            {{ kept_rows_in_raw }} as rows_in_raw
+            {#- rows_in_raw is not aliased to itself -#}
+            {{ kept_rows_in_raw }}{% if kept_rows_in_raw != 'rows_in_raw' %} as rows_in_raw{% endif %}
         from {{ staged_relation }}
         where {{ staged_filter }}
         union all
@@ -252,98 +254,18 @@ counts as (
             and loads.source_load_id = quarantined_counts.source_load_id
 ),
 
--- loads the last build checked row by row whose duplicates have not changed since: their check
--- stands (a load whose kept rows dlt's merge replaced loses as many raw as staged rows)
-checks_carried_over as (
-    {%- if previous %}
-        select
-            counts.source_table,
-            counts.source_load_id,
-            previous.duplicates_removed
-        from counts
-        inner join {{ previous }} as previous
-            on
-                counts.source_table = previous.source_table
-                and counts.source_load_id = previous.source_load_id
-        where counts.raw_rows - counts.staged_rows = previous.raw_rows - previous.staged_rows
-    {%- else %}
-        select
-            source_table,
-            source_load_id,
-            0 as duplicates_removed
-        from counts
-        where false
-    {%- endif %}
-),
-
-loads_to_check as (
-    select
-        counts.source_table,
-        counts.source_load_id
-    from counts
-    left join checks_carried_over
-        on
-            counts.source_table = checks_carried_over.source_table
-            and counts.source_load_id = checks_carried_over.source_load_id
-    where checks_carried_over.source_load_id is null
-),
-
--- the raw rows of those loads (all completed: every count reads completed loads only), and whether
--- staging kept them: a raw row no staged row names is a duplicate staging removed. One semi-join
--- per table, on the row id alone (a staged row that appeared twice would not count its raw row
--- twice: it shows as more staged than raw rows)
-checks_made as (
-    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw, staged_filter in raw_tables %}
-        {%- set loads_of_table -%}
-            select loads_to_check.source_load_id
-            from loads_to_check
-            where loads_to_check.source_table = '{{ source_table }}'
-        {%- endset %}
-        select
-            '{{ source_table }}' as source_table,
-            source_load_id,
-            sum(case when is_staged then 0 else 1 end) as duplicates_removed
-        from (
-            select
-                _dlt_load_id as source_load_id,
-                _dlt_id in (
-                    select kept.source_row_id
-                    from {{ staged_relation }} as kept
-                    where kept.source_load_id in ({{ loads_of_table }})
-                ) as is_staged
-            from {{ raw_relation }}
-            where _dlt_load_id in ({{ loads_of_table }})
-        ) as raw_rows
-        group by source_load_id
-        {% if not loop.last %}
-            union all
-        {% endif %}
-    {%- endfor %}
-),
-
-checks as (
-    select * from checks_carried_over
-
-    union all
-
-    select * from checks_made
-),
-
 reconciled as (
     select
-        counts.source_table,
-        counts.source_load_id,
-        counts.raw_rows,
-        counts.staged_rows,
-        coalesce(checks.duplicates_removed, 0) as duplicates_removed,
-        counts.duplicates_counted_by_staging,
-        counts.valid_rows,
-        counts.quarantined_rows
+        source_table,
+        source_load_id,
+        raw_rows,
+        staged_rows,
+        -- the raw rows of this load staging did not keep (its kept rows are rows of this load)
+        raw_rows - staged_rows as duplicates_removed,
+        duplicates_counted_by_staging,
+        valid_rows,
+        quarantined_rows
     from counts
-    left join checks
-        on
-            counts.source_table = checks.source_table
-            and counts.source_load_id = checks.source_load_id
 ),
 
 final as (

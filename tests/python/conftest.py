@@ -32,6 +32,29 @@ ARTIFACTS_DIR = Path(os.environ.get("ML_FEATURES_TEST_ARTIFACTS", REPO_ROOT / "d
 VIEWPORT = {"width": 1600, "height": 1000}
 
 
+# The longest test files (a CI run's durations), started first: xdist (`--dist loadfile
+# --no-loadscope-reorder`) hands whole files to its workers in this order, so no long file starts
+# last and runs alone while the other worker idles. Files not listed follow in their usual order.
+LONGEST_FILES_FIRST = (
+    "test_fault_pipeline.py",
+    "test_orchestration_backfill.py",
+    "test_orchestration_retries.py",
+    "test_bigquery_emulator.py",
+    "test_pipeline_replay.py",
+    "test_fault_dbt_kill.py",
+    "test_pipeline_alerts.py",
+    "test_incremental.py",
+    "test_fault_dbt_loads.py",
+    "test_realtime_skew.py",
+    "test_fault_extract.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file keeps its order
+
+
 @dataclass
 class Warehouse:
     """A built warehouse: where it is, what dlt loaded and what dbt built."""

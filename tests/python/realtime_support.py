@@ -29,6 +29,7 @@ import httpx
 import pytest
 import redis
 
+from pipeline.processes import stop_process
 from realtime.broker import RedisStreamsBroker
 from realtime.redis_server import HOST, RedisServer
 from realtime.settings import Settings
@@ -133,13 +134,7 @@ class Stack:
 
     def stop_consumers(self) -> None:
         for process in self.consumers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process, timeout=30)
 
     def query(self, sql: str, parameters: list | None = None) -> list[tuple]:
         with duckdb.connect(str(self.duckdb_path), read_only=True) as connection:
@@ -147,13 +142,7 @@ class Stack:
 
     def close(self) -> None:
         self.stop_consumers()
-        if self.service.poll() is None:
-            self.service.send_signal(signal.SIGTERM)
-            try:
-                self.service.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.service.kill()
-                self.service.wait()
+        stop_process(self.service, timeout=30)
         self.redis_server.stop()
 
 

@@ -1,4 +1,4 @@
-"""The BigQuery check (ci/check_bigquery_sql.py): the project compiles for BigQuery without
+"""The BigQuery check (.ci/check_bigquery_sql.py): the project compiles for BigQuery without
 credentials and BigQuery can run every compiled file; DuckDB-only SQL fails the check, by name."""
 
 import shutil
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-CHECKER = REPO_ROOT / "ci" / "check_bigquery_sql.py"
+CHECKER = REPO_ROOT / ".ci" / "check_bigquery_sql.py"
 # what dbt reads: the project without its Python, data and artifacts
 DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
 DBT_PROJECT_FOLDERS = ("models", "macros", "seeds", "snapshots", "tests", "analyses")

@@ -1,8 +1,8 @@
-"""The models on a local BigQuery emulator (bqemulator, ci/bigquery_emulator/, docs/bigquery.md):
+"""The models on a local BigQuery emulator (bqemulator, .ci/bigquery_emulator/, docs/bigquery.md):
 the raw data loaded by our extract through dlt's bigquery destination, the first `dbt build`, the
 unit tests, the incremental models run again and the publish, against the `bigquery_emulator`
 target. Every failure must be in the one list of what the emulator cannot run
-(ci/bigquery_emulator/limitations.py), and every listed node must still fail. The emulator's venv is
+(.ci/bigquery_emulator/limitations.py), and every listed node must still fail. The emulator's venv is
 built here when missing (pip, from PyPI): when it cannot be built or started the test fails.
 
 Bugs of the BigQuery path this shows (each failed before its fix): the percentile macro returned an
@@ -23,8 +23,8 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from ci.bigquery_emulator import limitations
-from ci.bigquery_emulator.server import Emulator, running_emulator
+from bigquery_emulator import limitations
+from bigquery_emulator.server import Emulator, running_emulator
 from demo.generate import generate
 from extract.load import SOURCES, load_source
 
@@ -32,7 +32,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT = str(Path(sys.executable).parent / "dbt")
 PASSED = ("success", "pass")
 FAILED = ("error", "fail", "runtime error")
-TRAINING_SET = "model.ml_features.training_set"
 
 
 @dataclass
@@ -86,16 +85,6 @@ def run_dbt(run: EmulatorRun, name: str, args: list[str]) -> Step:
     return step
 
 
-def build_training_set_without_contract(run: EmulatorRun) -> None:
-    """The work-around for the one listed first-build failure: training_set's compiled SQL, created
-    without the contract's column list the emulator cannot parse, partitioned and clustered as configured."""
-    compiled = next((run.folder / "target" / "compiled").rglob("training_set.sql")).read_text()
-    run.query(
-        f"create or replace table `{run.emulator.project}.marts_audit.training_set` "
-        f"partition by transaction_date cluster by user_id as\n{compiled}"
-    )
-
-
 @pytest.fixture(scope="module")
 def emulator_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorRun]:
     folder = tmp_path_factory.mktemp("bigquery_emulator")
@@ -108,13 +97,6 @@ def emulator_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorR
         for name in SOURCES:
             load_source(name, "bigquery")
         run_dbt(run, limitations.FIRST_BUILD, ["build", "--exclude-resource-type", "unit_test"])
-        build_training_set_without_contract(run)
-        first_build = run.steps[limitations.FIRST_BUILD]
-        skipped = first_build.with_status("skipped") & descendants(first_build.manifest, {TRAINING_SET})
-        names = sorted(
-            first_build.manifest["nodes"][node]["name"] for node in skipped if node in first_build.manifest["nodes"]
-        )
-        run_dbt(run, "below training_set", ["build", "--select", *names])
         run_dbt(run, limitations.UNIT_TESTS, ["test", "--select", "resource_type:unit_test"])
         run_dbt(run, "publish", ["run-operation", "publish_gold_now"])
         run_dbt(run, limitations.INCREMENTAL_RUN, ["run", "--select", "config.materialized:incremental"])
@@ -153,18 +135,6 @@ def test_the_first_build_passes_at_least_110_nodes(emulator_run: EmulatorRun) ->
     assert step.count(*PASSED) >= 110, step.summary()
 
 
-def test_what_depends_on_training_set_passes_once_it_exists(emulator_run: EmulatorRun) -> None:
-    """What the first build skipped below the listed training_set, run after the work-around: it all passes."""
-    first_build = emulator_run.steps[limitations.FIRST_BUILD]
-    skipped = first_build.with_status("skipped") & descendants(first_build.manifest, {TRAINING_SET})
-    step = emulator_run.steps["below training_set"]
-    assert step.returncode == 0, step.summary()
-    assert len(skipped) >= 5, first_build.summary()
-    assert {node for node in skipped if node in first_build.manifest["nodes"]} <= step.with_status(*PASSED), (
-        step.summary()
-    )
-
-
 def test_the_raw_data_reached_the_emulator_through_dlt(emulator_run: EmulatorRun) -> None:
     [(transactions,)] = emulator_run.query("select count(*) from raw_app.transactions")
     [(staged,)] = emulator_run.query("select count(*) from staging.stg_app__transactions")
@@ -189,17 +159,18 @@ def test_bug_1_the_median_is_interpolated_on_bigquery(emulator_run: EmulatorRun)
 
 
 def test_bug_2_published_tables_are_partitioned_and_clustered(emulator_run: EmulatorRun) -> None:
-    """published_relation() created marts.fct_transaction_features with a plain CTAS: unpartitioned.
+    """The publish created the published tables with a plain CTAS: unpartitioned. (The published
+    fct_transaction_features is a view over marts.fct_transaction_windows, the table it reads.)
     The emulator records partitioning (not clustering): the clustering is read from the DDL dbt sent."""
-    table = emulator_run.client().get_table(f"{emulator_run.emulator.project}.marts.fct_transaction_features")
+    table = emulator_run.client().get_table(f"{emulator_run.emulator.project}.marts.fct_transaction_windows")
     assert table.time_partitioning is not None and table.time_partitioning.field == "transaction_date"
     statements = (emulator_run.folder / "logs" / "dbt.log").read_text()
     created = [
         line
         for line in statements.splitlines()
-        if "marts`.`fct_transaction_features`" in line and line.lstrip().startswith("create table if not exists")
+        if "marts`.`fct_transaction_windows`" in line and line.lstrip().startswith("create")
     ]
-    assert created, "no create of marts.fct_transaction_features in the dbt log"
+    assert created, "no create of marts.fct_transaction_windows in the dbt log"
     assert all("partition by transaction_date" in line and "cluster by user_id" in line for line in created), created
 
 

@@ -69,7 +69,7 @@ def test_docs_generate_writes_a_single_file_site(docs_target: Path) -> None:
 
 def check_docs_coverage(target: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "ci" / "check_docs_coverage.py"), "--target-path", str(target)],
+        [sys.executable, str(REPO_ROOT / ".ci" / "check_docs_coverage.py"), "--target-path", str(target)],
         capture_output=True,
         text=True,
         check=False,

@@ -31,7 +31,7 @@ BUILD = ["build", "--exclude-resource-type", "unit_test"]
 # it sends, logged before it runs) as a regular expression, and seconds after it. The publish is one
 # multi-statement transaction (macros/publish.sql): the kills land as it is sent, while it runs, and
 # after it committed (its log line), before the decision is written to monitoring.publish_log
-PUBLISH_SQL = r"rename to fct_transaction_features__published"
+PUBLISH_SQL = r"rename to \w+__published"  # a gold table rebuilt whole, in the publish's one transaction
 KILLS = (
     (r"START sql incremental model intermediate\.int_transactions_windowed", 0.0),
     (r"START test unique_training_set_transaction_id", 0.0),

@@ -10,15 +10,15 @@ at another moment, the next run being the rerun of the one before:
     C  the pipeline and its dbt, during the on-run-end publish hook
     D  its dbt child, right after the publish          -> retried too; gold PUBLISHED
     E  the pipeline, during export
-    F  the pipeline alone, mid-build: its dbt goes on, orphaned, and publishes
+    F  the pipeline alone, mid-build: its dbt is stopped with it, publishes nothing
     G  an uninterrupted run
 
 After each kill the Dagster run history is truthful: a run whose process was killed is recorded
-failed by the next run (which names it), a killed dbt is retried within its run. G brings the
-published file up to what F's orphaned dbt published before it builds. The published gold at the
-end equals an uninterrupted run's. All along, one reader process polls the published file every
-0.1 s and another holds a connection to it open: neither ever fails, every poll sees one whole
-version, and no run fails for them.
+failed by the next run (which names it), a killed dbt is retried within its run, and a dbt whose
+pipeline was killed stops within seconds instead of building on, orphaned, holding the warehouse's
+lock. The published gold at the end equals an uninterrupted run's. All along, one reader process
+polls the published file every 0.1 s and another holds a connection to it open: neither ever
+fails, every poll sees one whole version, and no run fails for them.
 """
 
 import json
@@ -39,6 +39,8 @@ from conftest import REPO_ROOT, demo_environment, table_hash
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from demo.generate import generate
+from orchestration.dbt_assets import DBT_STOP_SECONDS
+from pipeline.processes import alive
 
 RUN_DATE = "2026-09-30"
 SCALE = 1_500
@@ -156,11 +158,7 @@ def wait_gone(pid: int, timeout: float = 120.0) -> None:
     """Wait until a process that is not our child has ended (gone, or a zombie nobody reaped)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (FileNotFoundError, ProcessLookupError):
-            return
-        if state in ("Z", "X"):
+        if not alive(pid):
             return
         time.sleep(0.05)
     raise AssertionError(f"process {pid} still runs after {timeout} s")
@@ -282,14 +280,15 @@ def test_kills_at_every_moment_leave_a_truthful_run_history(demo_sources: Path, 
         e.read_until(r"\[export\] started")
         e.kill_pipeline()
 
-        # F: the pipeline alone, mid-build: its dbt goes on orphaned and publishes
+        # F: the pipeline alone, mid-build: its dbt is stopped with it (SIGINT: it cancels its queries)
+        published_before_f = query(data_dir, "select fitted_by_invocation_id from marts.preprocessing_parameters")
         f = Run(data_dir)
         f.read_until(r"\[build\] dbt build")
         f.wait_in_dbt_log(nodes_finished(60))
-        orphan = f.dbt()
+        dbt = f.dbt()
         f.kill_pipeline()
-        wait_gone(orphan)
-        [(orphaned,)] = query(data_dir, "select fitted_by_invocation_id from marts.preprocessing_parameters")
+        wait_gone(dbt, timeout=DBT_STOP_SECONDS + 10)
+        published_before_g = query(data_dir, "select fitted_by_invocation_id from marts.preprocessing_parameters")
 
         # G: uninterrupted; records E and F
         g = Run(data_dir)
@@ -297,12 +296,7 @@ def test_kills_at_every_moment_leave_a_truthful_run_history(demo_sources: Path, 
     for killed, recorder in ((e, f), (f, g)):  # each recorded failed by the run after it
         assert recorded(data_dir, killed.run_id)[0] == DagsterRunStatus.FAILURE
         assert f"[run] recorded run {killed.run_id} as failed" in recorder.output
-    assert query(data_dir, "select status from monitoring.publish_log where invocation_id = ?", [orphaned]) == [
-        ("published",)
-    ]
-    # G copied what F's orphaned dbt published into the published file before it built anything
-    assert f"published gold of invocation {orphaned}" in g.output
-    assert g.output.index(f"published gold of invocation {orphaned}") < g.output.index("[build] dbt build")
+    assert published_before_g == published_before_f  # F's dbt was stopped before it published
     assert [path.name for path in (data_dir / "published").iterdir()] == ["gold.duckdb"]  # no temporary copy left
     statuses = [recorded(data_dir, run.run_id)[0] for run in (a, b, c, d, e, f, g)]
     assert statuses == [DagsterRunStatus.FAILURE, DagsterRunStatus.SUCCESS] * 2 + [

@@ -3,8 +3,9 @@ of the job's partition set, against a real `dagster-webserver`) and run by a rea
 (both started by orchestration/serve.py).
 
 The days run one at a time in order (run_queue max_concurrent_runs 1). The middle day's run worker
-is SIGKILLed while dbt builds: Dagster's code server records the run failed, and run_retries
-re-executes it from the failed step. The retry is queued behind the last day, which has already
+is SIGKILLed while dbt builds: its dbt stops with it (a watcher sends it SIGINT: it does not build
+on, orphaned, holding the warehouse's lock), Dagster's code server records the run failed, and
+run_retries re-executes it from the failed step. The retry is queued behind the last day, which has already
 started (the daily partitions do not depend on the day before, so nothing makes a later day wait for
 a failed one); a day older than the newest built rebuilds up to the newest, as of it, so the
 backfill still ends with the last day's gold.
@@ -37,6 +38,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 
 from demo.generate import generate
 from orchestration import serve
+from orchestration.dbt_assets import DBT_STOP_SECONDS
+from pipeline.processes import alive
 
 T = TypeVar("T")
 DAYS = ("2026-09-28", "2026-09-29", "2026-09-30")
@@ -60,7 +63,7 @@ def settings(data_dir: Path) -> dict[str, str]:
     return demo_environment(data_dir) | {
         "DAGSTER_HOME": str(data_dir / "dagster"),
         "ML_FEATURES_FIRST_DAY": "2026-09-01",
-        "ML_FEATURES_RETRY_WAIT": "2",  # a lock the killed run's dbt still holds: waits 2, 6, 14 s
+        "ML_FEATURES_RETRY_WAIT": "2",  # a lock the killed run's dbt holds while it stops: waits 2, 6, 14 s
     }
 
 
@@ -178,11 +181,22 @@ class Backfill:
     retried: DagsterRun | None
     killed_children: list[str]
     killed_events: list[str]
+    dbt_ran_on: float  # seconds the killed run's dbt ran on after it
     times: dict[str, tuple[float, float]]  # run id -> (start, end)
     attempts: dict[str, dict[str, int]]  # run id -> step -> attempts
+    failures: dict[str, list[str]]  # run id -> why its steps failed or were retried (printed)
     gold_after_last_day: dict[str, tuple[int, str]]
     gold_at_the_end: dict[str, tuple[int, str]]
     reference_gold: dict[str, tuple[int, str]]
+
+
+def failure_messages(instance: DagsterInstance, run_id: str) -> list[str]:
+    """Why each step of the run failed or was retried."""
+    kinds = {DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_UP_FOR_RETRY}
+    return [
+        f"{entry.step_key} {entry.dagster_event.event_type_value}: {entry.message.strip()[:600]}"
+        for entry in instance.all_logs(run_id, of_type=kinds)
+    ]
 
 
 def run_backfill(instance: DagsterInstance, backfill_id: str, data_dir: Path, log: Path) -> Backfill:
@@ -198,8 +212,13 @@ def run_backfill(instance: DagsterInstance, backfill_id: str, data_dir: Path, lo
     middle = wait_until(middle_day_building, "the middle day's dbt build", log)
     pid = run_worker_pid(instance, middle.run_id)
     assert pid is not None
-    children = list(descendants(pid).values())
+    children = descendants(pid)
     os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    [dbt] = [child for child, command in children.items() if "dbt build" in command]
+    while alive(dbt) and time.monotonic() < killed_at + TIMEOUT:
+        time.sleep(0.1)
+    dbt_ran_on = time.monotonic() - killed_at
 
     def last_day_done() -> DagsterRun | None:
         return next(
@@ -234,10 +253,12 @@ def run_backfill(instance: DagsterInstance, backfill_id: str, data_dir: Path, lo
         runs=found,
         originals={run.tags["dagster/partition"]: run for run in found if not run.parent_run_id},
         retried=next((run for run in found if run.parent_run_id == middle.run_id), None),
-        killed_children=children,
+        killed_children=list(children.values()),
+        dbt_ran_on=dbt_ran_on,
         killed_events=[entry.message for entry in instance.all_logs(middle.run_id) if entry.message],
         times=times,
         attempts=attempts,
+        failures={run.run_id: failure_messages(instance, run.run_id) for run in found},
         gold_after_last_day=gold_after_last_day,
         gold_at_the_end=gold_of(data_dir),
         reference_gold={},
@@ -282,6 +303,7 @@ def test_the_backfill_runs_its_days_one_at_a_time_in_order(backfill: Backfill) -
             f"{run.tags['dagster/partition']} {run.run_id[:8]}{retry} {run.status.value:<8} "
             f"{start - first:6.1f} .. {end - first:6.1f} s, attempts {backfill.attempts[run.run_id]}"
         )
+        print("".join(f"  {message}\n" for message in backfill.failures[run.run_id]), end="")
     originals = [run for run in backfill.runs if not run.parent_run_id]
     assert [run.tags["dagster/partition"] for run in originals] == list(DAYS)
     spans = [backfill.times[run.run_id] for run in backfill.runs]
@@ -294,6 +316,9 @@ def test_a_killed_run_is_marked_failed_and_retried_from_the_failed_step(backfill
     print(f"the killed run worker's children: {backfill.killed_children}")
     print("\n".join(backfill.killed_events[-4:]))
     assert any("dbt build" in child for child in backfill.killed_children)  # killed while dbt built
+    # its dbt stopped with it (SIGINT from the watcher), not left building, orphaned, holding the lock
+    print(f"the killed run's dbt ran on for {backfill.dbt_ran_on:.1f} s")
+    assert backfill.dbt_ran_on < DBT_STOP_SECONDS + 5
     assert middle.status == DagsterRunStatus.FAILURE
     assert any("terminated by signal 9 (SIGKILL)" in message for message in backfill.killed_events)
     retried = backfill.retried
@@ -302,7 +327,8 @@ def test_a_killed_run_is_marked_failed_and_retried_from_the_failed_step(backfill
     steps = backfill.attempts[retried.run_id]
     print(f"steps the retry ran: {steps}")
     assert "dbt_models" in steps and not any(step.startswith("extract_") for step in steps)  # from the failure on
-    assert backfill.originals[DAYS[0]].status == backfill.originals[DAYS[2]].status == DagsterRunStatus.SUCCESS
+    first, last = backfill.originals[DAYS[0]], backfill.originals[DAYS[2]]
+    assert first.status == last.status == DagsterRunStatus.SUCCESS, backfill.failures[last.run_id]
 
 
 def test_the_last_day_publishes_the_gold_of_an_uninterrupted_backfill(backfill: Backfill) -> None:

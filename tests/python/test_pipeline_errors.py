@@ -167,3 +167,11 @@ def test_a_data_folder_that_cannot_be_created_is_one_line(tmp_path: Path, monkey
     code, output = pipeline("run")
     assert code == 1 and "Traceback" not in output, output
     assert f"cannot write {blocker / 'data'}" in output and "Not a directory" in output
+
+
+def test_a_run_that_skips_every_step_runs_nothing(data_dir: Path) -> None:
+    """Dagster reads an empty asset selection as the whole job: skipping every step ran the extracts."""
+    code, output = pipeline("run", "--skip-extract", "--skip-build", "--skip-export", "--skip-train")
+    assert code == 1 and "Traceback" not in output, output
+    assert "nothing to run: every step is skipped" in output
+    assert not (data_dir / "warehouse.duckdb").exists()  # no extract wrote it

@@ -66,22 +66,23 @@ def test_a_partial_build_does_not_publish(warehouse_copy: Warehouse) -> None:
     assert partial.success
     assert published(warehouse_copy) == before
     status, reason = last_publish(warehouse_copy)
-    assert status == "not_published" and "1 of the 10 gold models" in reason
+    assert status == "not_published" and "1 of the 12 gold models" in reason
 
 
 def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: Warehouse) -> None:
     """SIGKILL `dbt run-operation publish_gold_now` at several moments: readers always see one version."""
     old = published(warehouse_copy)
     with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
-        # a new audited version, as a build leaves it: tables in place of the views over the published
-        # ones; big enough that copying the incremental user_daily_features takes a while
+        # a new audited version, as a build leaves it: a table in place of the view over the published
+        # one (dataset_splits: training_set loses its test days), the tables stored by day changed
+        # (fct_transaction_windows, so fct_transaction_features: half its rows); big enough that
+        # copying the incremental user_daily_features takes a while
         connection.execute(
-            "drop view marts_audit.fct_transaction_features; create table marts_audit.fct_transaction_features as "
-            "select * from marts_audit.fct_transaction_features__published where cast(transaction_id as bigint) % 2 = 0"
+            "delete from marts_audit.fct_transaction_windows where cast(transaction_id as bigint) % 2 = 1"
         )
         connection.execute(
-            "drop view marts_audit.training_set; create table marts_audit.training_set as "
-            "select * from marts_audit.training_set__published where split <> 'test'"
+            "drop view marts_audit.dataset_splits; create table marts_audit.dataset_splits as "
+            "select * from marts_audit.dataset_splits__published where split <> 'test'"
         )
         connection.execute(
             "insert into marts_audit.user_daily_features "
@@ -121,7 +122,7 @@ def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: W
     completed = subprocess.run(command, cwd=PROJECT_DIR, capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stdout[-2000:]
     assert published(warehouse_copy) == new
-    # the tables rebuilt whole were renamed, not copied: marts and the audit schema show them as views
+    # the gold views are views in both schemas (the published one over the published tables)
     kinds = dict(
         warehouse_copy.query(
             "select schema_name || '.' || view_name, 'view' from duckdb_views() "
@@ -131,44 +132,53 @@ def test_a_publish_killed_midway_leaves_one_consistent_version(warehouse_copy: W
     assert kinds == {"marts.fct_transaction_features": "view", "marts_audit.fct_transaction_features": "view"}
 
 
-def test_a_day_run_tests_every_published_row_not_only_the_days_it_built(warehouse_copy: Warehouse) -> None:
-    """A run of one day rebuilds fct_transaction_features and training_set whole (and dataset_splits,
-    preprocessing_parameters, from every validated transaction) and publishes user_daily_features' old
-    days: a bad row on an old day that no build wrote (an upstream bug) fails that run's tests instead
-    of being published."""
+def test_a_day_run_publishes_only_the_days_it_built_and_tested(warehouse_copy: Warehouse) -> None:
+    """A run of one day tests and publishes only that day of the gold stored by day (the publish
+    delete+inserts it, it does not copy the tables whole), and the tables dbt rebuilds whole (the
+    splits and parameters, from every validated transaction) are tested whole: a bad row on an old
+    day that no build wrote (an upstream bug, a hand edit) fails the run's tests when a table rebuilt
+    whole reads it, and is otherwise never published: `marts` keeps the old days it published."""
     before = published(warehouse_copy)
     # what `pipeline run --date 2026-09-30` passes (pipeline.stages.dbt_vars, dbt_build)
     one_day = {"run_date": RUN_DATE, "from_date": RUN_DATE, "to_date": RUN_DATE, "tested_from_date": RUN_DATE}
-    # (table, its day, its key): one row of an old day copied, and the tests that must catch it
-    duplicated_rows = [
-        # feeds the gold tables rebuilt whole: the days of dataset_splits, the fitted parameters
-        (
-            [("intermediate.int_transactions_validated", "cast(created_at as date)", "transaction_id")],
-            ["unique_int_transactions_validated"],
-        ),
-        (
-            [
-                ("intermediate.int_transactions_windowed", "transaction_date", "transaction_id"),
-                ("marts_audit.user_daily_features", "feature_date", "user_id, feature_date"),
-            ],
-            ["unique_fct_transaction_features_transaction_id", "unique_combination_user_daily_features"],
-        ),
-    ]
-    for tables, failing_tests in duplicated_rows:
+
+    def duplicate_a_row_of_april(table: str, day: str) -> None:
         with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
-            for table, day, _ in tables:
-                connection.execute(f"insert into {table} select * from {table} where {day} = '2026-04-15' limit 1")
-        build = run_dbt(["build", "--exclude-resource-type", "unit_test"], dbt_vars=one_day, quiet=True)
-        assert not build.success
-        failed = " ".join(build.failures)
-        assert all(test in failed for test in failing_tests), build.failures
-        assert published(warehouse_copy) == before
-        assert last_publish(warehouse_copy)[0] == "not_published"
-        with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:  # the upstream bug is fixed
-            for table, _, key in tables:
-                connection.execute(
-                    f"delete from {table} where rowid in "
-                    f"(select max(rowid) from {table} group by {key} having count(*) > 1)"
-                )
-    [(duplicates,)] = warehouse_copy.query("select count(*) - count(distinct transaction_id) from marts.training_set")
-    assert duplicates == 0
+            connection.execute(f"insert into {table} select * from {table} where {day} = '2026-04-15' limit 1")
+
+    # feeds the gold tables rebuilt whole (the days of dataset_splits, the fitted parameters): caught
+    duplicate_a_row_of_april("intermediate.int_transactions_validated", "cast(created_at as date)")
+    build = run_dbt(["build", "--exclude-resource-type", "unit_test"], dbt_vars=one_day, quiet=True)
+    assert not build.success
+    assert "unique_int_transactions_validated" in " ".join(build.failures), build.failures
+    assert published(warehouse_copy) == before
+    assert last_publish(warehouse_copy)[0] == "not_published"
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:  # the upstream bug is fixed
+        connection.execute(
+            "delete from intermediate.int_transactions_validated where rowid in (select max(rowid) "
+            "from intermediate.int_transactions_validated group by transaction_id having count(*) > 1)"
+        )
+
+    # old days of the tables stored by day: the day run neither tests nor publishes them
+    stored_by_day = ("marts.fct_transaction_windows", "marts.user_daily_features")
+    published_before = {relation: table_hash(warehouse_copy.duckdb_path, relation) for relation in stored_by_day}
+    duplicate_a_row_of_april("marts_audit.fct_transaction_windows", "transaction_date")
+    duplicate_a_row_of_april("marts_audit.user_daily_features", "feature_date")
+    build = run_dbt(["build", "--exclude-resource-type", "unit_test"], dbt_vars=one_day, quiet=True)
+    assert build.success, build.failures
+    assert last_publish(warehouse_copy)[0] == "published"
+    [(audited_duplicates,)] = warehouse_copy.query(
+        "select count(*) - count(distinct transaction_id) from marts_audit.fct_transaction_features"
+    )
+    assert audited_duplicates == 1  # still in the audit schema, which consumers do not read
+    for relation, key in (
+        ("marts.fct_transaction_features", "transaction_id"),
+        ("marts.training_set", "transaction_id"),
+        ("marts.user_daily_features", "user_id || feature_date"),
+    ):
+        [(duplicates,)] = warehouse_copy.query(f"select count(*) - count(distinct {key}) from {relation}")
+        assert duplicates == 0, relation
+    # the day built (the run date) has no transactions: every published row is the one published before
+    assert {
+        relation: table_hash(warehouse_copy.duckdb_path, relation) for relation in stored_by_day
+    } == published_before

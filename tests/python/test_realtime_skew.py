@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import duckdb
+import pytest
 from realtime_support import REPO_ROOT, Stack, realtime_stack_on_warehouse  # noqa: F401 (fixture)
 
 from pipeline.published import published_path, refresh_published
@@ -88,3 +89,19 @@ def report_first_transaction(gold: Path, day: dt.date) -> tuple[str, str]:
             [day],
         ).fetchall()
     return str(user), str(txn)
+
+
+def test_the_service_token_comes_from_the_setting_or_the_token_file_never_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ML_FEATURES_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("ML_FEATURES_REALTIME_TOKEN", raising=False)
+    assert skew.service_token() is None
+    (tmp_path / "realtime").mkdir()
+    (tmp_path / "realtime" / "token").write_text("from-the-file\n")
+    assert skew.service_token() == "from-the-file"
+    monkeypatch.setenv("ML_FEATURES_REALTIME_TOKEN", "from-the-setting")
+    assert skew.service_token() == "from-the-setting"
+    with pytest.raises(SystemExit) as refused:  # argparse: unrecognized arguments
+        skew.main(["--date", "2026-08-31", "--service", "http://127.0.0.1:9", "--token", "visible-in-ps"])
+    assert refused.value.code == 2

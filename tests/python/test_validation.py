@@ -494,6 +494,53 @@ def test_defects_that_make_features_wrong_fail_with_the_offending_rows(warehouse
     assert (unaccounted["source_table"], unaccounted["unaccounted_rows"]) == ("app.transactions", 1)
 
 
+def test_the_reconciliation_counts_fail_on_a_row_staging_lost_kept_twice_or_made_up(
+    warehouse_copy: Warehouse,
+) -> None:
+    """row_reconciliation counts by aggregate (raw - kept rows per load), not by joining row ids: the
+    raw rows must still equal the rows the kept ones stand for, per table, and no load may have more
+    kept than raw rows. Each bug below, simulated on the cleaned tables, fails the build."""
+    dbt_vars = {"run_date": RUN_DATE}
+    reconcile = ["build", "-s", "row_reconciliation", "--exclude-resource-type", "unit_test"]
+    assert run_dbt(reconcile, dbt_vars=dbt_vars, quiet=True).success
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        # staging lost a delivered event: its kept row is gone, and the raw row with it
+        connection.execute(
+            "delete from intermediate.int_events_validated where event_id = (select min(event_id)"
+            " from intermediate.int_events_validated where rows_in_raw = 1 and rejection_rule is null)"
+        )
+        # a valid transaction kept twice
+        connection.execute(
+            "insert into intermediate.int_transactions_validated select * from intermediate.int_transactions_validated"
+            " where transaction_id = (select min(transaction_id) from intermediate.int_transactions_validated"
+            " where rejection_rule is null)"
+        )
+        # a kept transaction no raw load holds (made up: its load is unknown to raw)
+        connection.execute(
+            "update intermediate.int_transactions_validated set source_load_id = '1.5'"
+            " where transaction_id = (select max(transaction_id) from intermediate.int_transactions_validated"
+            " where rejection_rule is null)"
+        )
+    broken = run_dbt(reconcile, dbt_vars=dbt_vars, quiet=True)
+    failed = failed_by_name(broken)
+    assert set(failed) >= {
+        "assert_duplicates_removed_match_staging",
+        "row_reconciliation_kept_rows_are_rows_of_their_load",
+    }, broken.failures
+    mismatched = stored_failures(warehouse_copy, failed["assert_duplicates_removed_match_staging"])
+    by_table = {row["source_table"]: row for row in mismatched}
+    # one more raw row than the kept rows stand for (lost); one fewer (kept twice)
+    events, transactions = by_table["events.events"], by_table["app.transactions"]
+    assert events["duplicates_removed"] == events["duplicates_counted_by_staging"] + 1
+    assert transactions["duplicates_removed"] == transactions["duplicates_counted_by_staging"] - 1
+    [made_up] = stored_failures(warehouse_copy, failed["row_reconciliation_kept_rows_are_rows_of_their_load"])
+    assert (made_up["source_table"], made_up["source_load_id"], made_up["raw_rows"]) == (
+        "app.transactions",
+        "1.5",
+        0,
+    )
+
+
 def test_source_freshness_errors_on_a_stale_source(warehouse_copy: Warehouse) -> None:
     def freshness() -> dict[str, str]:
         settings = {"run_date": RUN_DATE}  # the build's settings: a partial parse

@@ -1,15 +1,11 @@
-{#- A run replaces whole days. dbt-bigquery has no delete+insert: on BigQuery the table is
-    partitioned by day and a run overwrites the partitions of the days it built (insert_overwrite),
-    the same rows either way; clustering by user_id keeps a user's rows together. -#}
+{#- A run replaces whole days (BigQuery: the day partitions, clustered by user_id so a user's rows
+    are kept together; the strategy per warehouse: macros/incremental_config.sql). -#}
 {{
     config(
         materialized='incremental',
-        incremental_strategy='insert_overwrite' if target.type == 'bigquery' else 'delete+insert',
-        unique_key='transaction_date',
-        partition_by={'field': 'transaction_date', 'data_type': 'date'} if target.type == 'bigquery' else none,
-        cluster_by=['user_id'] if target.type == 'bigquery' else none,
         on_schema_change='append_new_columns',
         pre_hook="{{ keys_as_text(['transaction_id', 'user_id']) }}",
+        **incremental_by_day('transaction_date', cluster_by=['user_id']),
     )
 }}
 -- one row per valid transaction: its point-in-time history windows (the expensive part of the

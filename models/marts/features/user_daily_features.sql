@@ -2,12 +2,9 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='insert_overwrite' if target.type == 'bigquery' else 'delete+insert',
-        unique_key='feature_date',
-        partition_by={'field': 'feature_date', 'data_type': 'date'} if target.type == 'bigquery' else none,
-        cluster_by=['user_id'] if target.type == 'bigquery' else none,
         on_schema_change='append_new_columns',
         pre_hook="{{ keys_as_text(['user_id']) }}",
+        **incremental_by_day('feature_date', cluster_by=['user_id']),
     )
 }}
 -- one row per user per day with at least one valid transaction: the user's features as of the

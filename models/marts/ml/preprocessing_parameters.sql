@@ -50,6 +50,9 @@ parameters as (
     select
         amount_parameters.*,
         age_parameters.median_age,
+        -- the day labels mature relative to: fct_transaction_features (a view) reads it here, so the
+        -- published view gives the labels of the build it publishes, whenever it is read
+        {{ run_date() }} as run_date,
         '{{ invocation_id }}' as fitted_by_invocation_id,
         cast('{{ run_started_at.strftime("%Y-%m-%d %H:%M:%S") }}' as timestamp) as fitted_at
     from amount_parameters

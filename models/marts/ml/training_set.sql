@@ -1,23 +1,15 @@
+{#- a view over fct_transaction_features and dataset_splits: a label that matures, or a split
+    boundary that moves, changes no stored row. Published, it reads the published versions
+    (meta.published_view, macros/publish.sql). -#}
+{{
+    config(
+        materialized='view',
+        meta={'published_view': 'training_set_view', 'day_column': 'transaction_date'},
+    )
+}}
 -- one row per valid transaction whose label has matured, with its time-based split;
 -- the data a model is trained, validated and tested on
-with
-
-features as (
-    select * from {{ ref('fct_transaction_features') }}
-    where is_label_matured
-),
-
-splits as (
-    select * from {{ ref('dataset_splits') }}
-),
-
-training_set as (
-    select
-        features.*,
-        splits.split
-    from features
-    inner join splits
-        on features.transaction_date = splits.transaction_date
-)
-
-select * from training_set
+{{ training_set_view({
+    'fct_transaction_features': ref('fct_transaction_features'),
+    'dataset_splits': ref('dataset_splits'),
+}) }}

@@ -1,4 +1,4 @@
-"""Fail when the dbt project's SQL would not run on BigQuery: `python ci/check_bigquery_sql.py`.
+"""Fail when the dbt project's SQL would not run on BigQuery: `python .ci/check_bigquery_sql.py`.
 
 Compiles the whole project with `dbt compile --target bigquery` without credentials or a network
 (a throwaway service-account key generated here, `--no-populate-cache --no-introspect`), into its
@@ -10,7 +10,7 @@ translate DuckDB syntax, so the checker also looks at the tokens and the tree fo
 
 - SQL that BigQuery cannot parse, and quotes doubled inside a string (`'it''s'`: DuckDB's escape,
   two adjacent literals to BigQuery);
-- calls to functions BigQuery does not have: every called name must be in ci/bigquery_functions.txt
+- calls to functions BigQuery does not have: every called name must be in .ci/bigquery_functions.txt
   (the allowlist: add a name there when the check is wrong);
 - DuckDB-only syntax: `::` casts, `* exclude (...)`, `try_cast`, a quoted date part first
   (`date_diff('day', a, b)`), extract parts BigQuery lacks (`isodow`, `epoch`), DuckDB type names
@@ -466,7 +466,7 @@ def function_problem(name: str, functions: frozenset[str]) -> str | None:
         return None
     hint = DUCKDB_HINTS.get(unprefixed)
     message = f"{name}() is not a BigQuery function"
-    return f"{message}: use {hint}" if hint else f"{message} (allowlist: ci/bigquery_functions.txt)"
+    return f"{message}: use {hint}" if hint else f"{message} (allowlist: .ci/bigquery_functions.txt)"
 
 
 def _cast_type_index(tokens: Sequence[Token], open_paren: int) -> int | None:

@@ -1,4 +1,4 @@
-"""Fail when the dbt docs site is incomplete: `python ci/check_docs_coverage.py [--target-path DIR]`.
+"""Fail when the dbt docs site is incomplete: `python .ci/check_docs_coverage.py [--target-path DIR]`.
 
 Reads the artifacts of `dbt docs generate` run against a built warehouse: `catalog.json` holds the
 columns every relation really has, `manifest.json` the documented ones. It reports

@@ -1,4 +1,4 @@
-"""Start the BigQuery emulator on 127.0.0.1: `python -m ci.bigquery_emulator.server [--port 9050]`.
+"""Start the BigQuery emulator on 127.0.0.1: `PYTHONPATH=.ci python -m bigquery_emulator.server [--port 9050]`.
 
 `running_emulator(folder)` (for tests) builds the emulator's venv if needed (install.py), starts
 `bqemulator start` on free ports, in memory, with the HOME that holds the spatial extension and
@@ -9,7 +9,6 @@ google-cloud-bigquery client under dlt read it from `BIGQUERY_EMULATOR_HOST` (`e
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,7 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ci.bigquery_emulator.install import emulator_home, install
+from bigquery_emulator.install import emulator_home, install
+from pipeline.processes import stop_process
 
 HOST = "127.0.0.1"
 PROJECT = "ml-features-emulator"
@@ -101,13 +101,7 @@ def start(folder: Path, port: int | None = None, project: str = PROJECT) -> Emul
 
 
 def stop(emulator: Emulator) -> None:
-    if emulator.process.poll() is None:
-        emulator.process.send_signal(signal.SIGTERM)
-        try:
-            emulator.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.process.kill()
-            emulator.process.wait()
+    stop_process(emulator.process, timeout=10)
 
 
 @contextmanager

@@ -36,22 +36,21 @@ LITERALS_DOCS = f"{DOCS}/lexical#string_and_bytes_literals (escape sequences app
 LIMITATIONS = (
     Limitation(
         FIRST_BUILD,
-        "model.ml_features.training_set",
-        "its enforced contract makes dbt-bigquery create it as `create or replace table t (columns) "
-        "partition by ... as (select ...)`; the emulator rewrites the column list away only when the "
-        "body is a bare select (bqemulator/sql/rewriter/create_table_schema_ctas.py: not a "
-        "parenthesised one), and DuckDB rejects the rest (Parser Error: syntax error at or near AS). "
-        "The test creates the table from the same SQL without the column list and builds what depends on it",
-        f"{DOCS}/data-definition-language#create_table_statement (column list with AS query_statement)",
-    ),
-    Limitation(
-        FIRST_BUILD,
         "model.ml_features.row_reconciliation",
         "a union of the views stg_fx__rates, stg_events__rejected_files and stg_chargebacks__rejected_files "
         "(each `with source as (select * from raw_<source>.<table> where _dlt_load_id in (...))`) makes the "
         "emulator expand one view's `select *` with another table's columns: Binder Error: Table \"rejected_files\" "
         'does not have a column named "_batch_file" (any two of the three views union fine)',
         f"{DOCS}/query-syntax#union (set operations over views) and /bigquery/docs/views",
+    ),
+    Limitation(
+        UNIT_TESTS,
+        "unit_test.ml_features.row_reconciliation.every_raw_row_is_valid_quarantined_or_a_duplicate_and_a_lost_row_shows",
+        "NOT only the emulator: dbt reads each unit-test input's columns from its relation, and the real-time "
+        "path's raw_stream tables (source stream) exist only on DuckDB (the on-run-start hook "
+        "create_stream_tables; no stream is loaded on BigQuery): Not able to get columns for unit test "
+        "'_dlt_loads' from relation raw_stream._dlt_loads because the relation doesn't exist",
+        "https://docs.getdbt.com/docs/build/unit-tests (inputs: the columns come from the warehouse)",
     ),
     Limitation(
         UNIT_TESTS,

@@ -1,4 +1,4 @@
-"""Build the BigQuery emulator's own venv: `python -m ci.bigquery_emulator.install [--venv DIR]`.
+"""Build the BigQuery emulator's own venv: `PYTHONPATH=.ci python -m bigquery_emulator.install [--venv DIR]`.
 
 bqemulator pins a duckdb and a sqlglot that conflict with the project's (duckdb 1.4.4 for the
 warehouse file), so it lives in a venv of its own, by default `.venv-bqemulator` at the repository
@@ -107,7 +107,7 @@ def main() -> None:
         venv = install(arguments.venv)
     except InstallError as error:
         sys.exit(f"bigquery emulator: {error}")
-    print(f"bigquery emulator: ready in {venv} (start it with python -m ci.bigquery_emulator.server)")
+    print(f"bigquery emulator: ready in {venv} (start it with PYTHONPATH=.ci python -m bigquery_emulator.server)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,76 @@
+"""The lint of the SQL macros write (.ci/lint_macros.py): a finding sqlfluff makes in compiled SQL is
+traced to the macro line that wrote it, only in the macros the node used; a model's own lines are not."""
+
+from pathlib import Path
+
+from lint_macros import both_builds, lint, macro_findings, macro_lines
+
+MACRO = """{% macro counted(relation) %}
+    select
+        user_id,
+        row_number() over (partition by user_id order by created_at) as position
+    from {{ relation }}
+{% endmacro %}
+"""
+# what a model calling it compiles to: its own line breaks a rule too (a keyword alias)
+COMPILED = """with
+
+counted as (
+    select
+        user_id,
+        row_number() over (partition by user_id order by created_at) as position
+    from "staging"."stg_app__transactions"
+)
+
+select user_id as rank from counted
+"""
+
+
+def test_a_finding_in_compiled_sql_names_the_macro_line(tmp_path: Path) -> None:
+    (tmp_path / "macros").mkdir()
+    (tmp_path / "macros" / "counted.sql").write_text(MACRO)
+    compiled = tmp_path / "compiled"
+    compiled.mkdir()
+    (compiled / "000.sql").write_text(COMPILED)
+    lines = macro_lines(tmp_path / "macros", root=tmp_path)
+    report = lint(compiled)
+    assert {violation["code"] for file in report for violation in file["violations"]} >= {"RF04"}
+
+    findings = macro_findings(report, {"000.sql": ("model.counting", {"macros/counted.sql"})}, lines)
+    assert [(finding.macro.path, finding.macro.line_number, finding.rule) for finding in findings] == [
+        ("macros/counted.sql", 4, "RF04")
+    ]
+    # a node that did not call the macro: the same line is not the macro's
+    assert macro_findings(report, {"000.sql": ("model.other", set())}, lines) == []
+
+
+def manifest(nodes: dict[str, str]) -> dict:
+    """A manifest of models of the project with this compiled SQL, calling no macro."""
+    return {
+        "macros": {},
+        "nodes": {
+            unique_id: {
+                "unique_id": unique_id,
+                "package_name": "ml_features",
+                "resource_type": "model",
+                "compiled_code": sql,
+                "depends_on": {"macros": []},
+            }
+            for unique_id, sql in nodes.items()
+        },
+    }
+
+
+def test_the_incremental_branch_of_a_model_is_linted_too() -> None:
+    first = manifest({"model.ml_features.days": "select 1 as day_number", "model.ml_features.view": "select 2 as n"})
+    incremental = manifest(
+        {
+            "model.ml_features.days": "select 1 as day_number cross join (select 3 as n) as built",
+            "model.ml_features.view": "select 2 as n",
+        }
+    )
+    assert [(unique_id, sql) for unique_id, sql, _ in both_builds(first, incremental)] == [
+        ("model.ml_features.days", "select 1 as day_number"),
+        ("model.ml_features.view", "select 2 as n"),
+        ("model.ml_features.days (incremental)", "select 1 as day_number cross join (select 3 as n) as built"),
+    ]
