@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -40,24 +41,45 @@ def start_child(
     )
 
 
+@dataclass(frozen=True)
+class ProcessState:
+    """A process as /proc/<pid>/stat shows it."""
+
+    pid: int
+    state: str  # R, S, D, ...; Z a zombie nobody reaped yet, X dead
+    parent: int
+    group: int
+
+    @property
+    def running(self) -> bool:
+        return self.state not in ("Z", "X")
+
+
+def process_state(pid: int) -> ProcessState | None:
+    """What /proc says of `pid`; None when it is gone (or there is no /proc: macOS)."""
+    try:
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return ProcessState(pid, fields[0], int(fields[1]), int(fields[2]))
+
+
+def running_processes() -> list[ProcessState]:
+    """Every process /proc lists that is not a zombie."""
+    states = (process_state(int(entry.name)) for entry in Path("/proc").glob("[0-9]*"))
+    return [state for state in states if state is not None and state.running]
+
+
 def group_alive(group: int) -> bool:
     """Whether process group `group` still has a member that is not a zombie."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    if not Path("/proc").is_dir():
         try:
             os.killpg(group, 0)
         except ProcessLookupError:
             return False
         return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
+    return any(process.group == group for process in running_processes())
 
 
 def signal_group(group: int, signum: int) -> None:
@@ -116,11 +138,10 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:  # gone meanwhile, or no /proc (macOS), where kill(0) said it is there
-        return not Path("/proc").is_dir()
-    return state not in ("Z", "X")
+    if not Path("/proc").is_dir():  # macOS: kill(0) is all there is to ask
+        return True
+    state = process_state(pid)
+    return state is not None and state.running
 
 
 def watch(parent: int, child: int, timeout: float) -> None:

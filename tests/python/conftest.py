@@ -22,6 +22,7 @@ import pytest
 from demo.generate import generate
 from extract.load import SOURCES, SourceLoad, load_source
 from pipeline.dbt_runner import DbtSummary, run_dbt
+from pipeline.processes import running_processes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_SCALE = int(os.environ.get("ML_FEATURES_TEST_SCALE", "3000"))
@@ -280,14 +281,7 @@ def chromium(tmp_path: Path) -> Iterator[HeadlessChromium]:
 
 def descendants(pid: int) -> dict[int, str]:
     """PID -> command line of each living process under `pid` (read from /proc)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid ...: after the command's ')'
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            parents[int(stat.parent.name)] = int(fields[1])
+    parents = {process.pid: process.parent for process in running_processes()}
     found: dict[int, str] = {}
     frontier = {pid}
     while frontier:
