@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.train import BOOLEAN_FEATURES, LABEL, NUMERIC_FEATURES
+from pipeline.training.train import BOOLEAN_FEATURES, LABEL, NUMERIC_FEATURES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABEL_WINDOW = pd.Timedelta(days=60)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 
-from pipeline.export import content_hash
+from pipeline.training.export import content_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUN_DATE = "2026-09-30"

@@ -41,7 +41,7 @@ from pathlib import Path
 import duckdb
 from dagster import DagsterEventType, DagsterInstance
 
-from pipeline.export import content_hash
+from pipeline.training.export import content_hash
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

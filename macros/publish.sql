@@ -146,7 +146,7 @@
       in `marts` over the published versions of the gold models it reads, after them.
     Returns {model name: the predicate of the days it published} for the incremental models
     published by days (the others were replaced whole), for publish_log: the published file copies
-    the same days (pipeline/published.py).
+    the same days (pipeline/warehouse/published.py).
 -#}
 {% macro default__publish_tables(nodes, own_transaction) %}
     {#- the days of each incremental model first: reading a table's columns begins dbt's transaction,

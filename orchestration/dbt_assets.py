@@ -3,7 +3,7 @@ test as an asset check, built by one `dbt build` per partition (day).
 
 The day reaches dbt the way it always has: as environment variables (ML_FEATURES_RUN_DATE, and
 the range of days the new loads can change), which dbt reads when it compiles SQL, so a new day
-needs no parsing (pipeline/dbt_runner.py RUN_SETTINGS).
+needs no parsing (pipeline/warehouse/dbt_runner.py RUN_SETTINGS).
 
 A dbt test that fails is a data error: the step fails at once with the failing tests, their
 causes and rows, and is not retried; gold is not published (write-audit-publish,
@@ -26,13 +26,13 @@ from orchestration.failures import fail_fast, transient, with_retries
 from orchestration.partitions import ONE_DAY_PER_RUN, daily, day_of
 from orchestration.settings import on_duckdb
 from pipeline.console import first_line, log, seconds
-from pipeline.dbt_runner import RUN_SETTINGS, DbtSummary, summarise
-from pipeline.monitoring import first_days, last_publish_time
 from pipeline.processes import stop_process, stop_signals, stopped_with_us
-from pipeline.published import published_path, refresh_published
-from pipeline.run_summary import failed_node_lines
+from pipeline.reporting.run_summary import failed_node_lines
 from pipeline.transient import LOCK_MESSAGE, describe_lock
-from pipeline.warehouse import connect
+from pipeline.warehouse.connections import connect
+from pipeline.warehouse.dbt_runner import RUN_SETTINGS, DbtSummary, summarise
+from pipeline.warehouse.monitoring import first_days, last_publish_time
+from pipeline.warehouse.published import published_path, refresh_published
 
 PROGRESS_EVERY = 5.0
 # how long dbt gets to cancel its queries and exit on SIGINT before it is killed
@@ -118,7 +118,7 @@ def stream_events(invocation: DbtCliInvocation) -> Iterator[object]:
 
 
 def publish_file() -> None:
-    """Copy the gold dbt just published into the file readers use (pipeline/published.py)."""
+    """Copy the gold dbt just published into the file readers use (pipeline/warehouse/published.py)."""
     publication = refresh_published(duckdb_path())
     if publication:
         log(

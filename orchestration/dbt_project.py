@@ -21,7 +21,7 @@ from typing import Any
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 
 from orchestration.settings import dbt_target
-from pipeline.dbt_runner import PROJECT_DIR, target_path
+from pipeline.warehouse.dbt_runner import PROJECT_DIR, target_path
 
 PARSED_FROM = ("models", "macros", "seeds", "snapshots", "tests/singular", "dbt_project.yml", "profiles.yml")
 PARTIAL_PARSE = "partial_parse.msgpack"

@@ -14,7 +14,7 @@ from typing import Any
 from dagster import AssetCheckSeverity, DagsterEventType, DagsterInstance
 
 from orchestration.monitoring import ALERTS_TAG, GOLD_ROWS_CHECK, NOT_DATA, ROWS_LOADED_CHECK, utc, value
-from pipeline.dbt_runner import target_path
+from pipeline.warehouse.dbt_runner import target_path
 
 
 @dataclass

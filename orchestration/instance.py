@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from extract.load import data_dir
-from pipeline.published import process_exists
+from pipeline.warehouse.published import process_exists
 
 CONFIG = Path(__file__).with_name("dagster.yaml")
 PID_TAG = "ml_features/pid"

@@ -12,8 +12,8 @@ from orchestration.failures import fail_fast, retried_or_failed, with_retries
 from orchestration.partitions import ONE_DAY_PER_RUN, daily
 from orchestration.settings import on_duckdb
 from pipeline.console import log
-from pipeline.export import export_training_set
-from pipeline.published import published_path, refresh_published
+from pipeline.training.export import export_training_set
+from pipeline.warehouse.published import published_path, refresh_published
 
 EXPORT = AssetKey("training_set_export")
 MODEL = AssetKey("fraud_model")
@@ -81,7 +81,7 @@ def fraud_model(context: AssetExecutionContext) -> Iterator[MaterializeResult | 
     if not on_duckdb():
         log("[train] skipped: training reads the local export (target bigquery)")
         return
-    from pipeline.train import (  # scikit-learn loads only when a run trains
+    from pipeline.training.train import (  # scikit-learn loads only when a run trains
         NothingToLearn,
         TrainingError,
         skip_reason,

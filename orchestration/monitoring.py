@@ -1,6 +1,6 @@
 """Alerts and run history read from what Dagster and dbt record (no bookkeeping of our own).
 
-Where each rule of pipeline/alerts.py is evaluated and where Dagster's UI shows it:
+Where each rule of pipeline/reporting/alerts.py is evaluated and where Dagster's UI shows it:
 
     row_drop     asset checks inside the run: `rows_loaded_drop` on each raw table `[source, table]`
                  (after its extract step; history: the `rows_loaded` metadata of the table's earlier
@@ -48,9 +48,9 @@ from dagster import (
 from extract.files import REJECTED_FILES_TABLE
 from extract.load import duckdb_path
 from orchestration.settings import on_duckdb
-from pipeline.alerts import DEFAULT_LIMITS, Alert, Thresholds, error_rate, row_drop, slow_step, warned_test
 from pipeline.console import log
-from pipeline.warehouse import connect
+from pipeline.reporting.alerts import DEFAULT_LIMITS, Alert, Thresholds, error_rate, row_drop, slow_step, warned_test
+from pipeline.warehouse.connections import connect
 
 ROWS_LOADED_CHECK = "rows_loaded_drop"
 GOLD_ROWS_CHECK = "row_count_drop"
@@ -355,8 +355,8 @@ def after_run(instance: DagsterInstance, run_id: str, report: bool = True) -> li
     """What follows every run (`pipeline run` in process; the run status sensors under the daemon):
     the run-level rules evaluated and tagged on the run, every open alert logged, the metrics file
     and (unless `report` is False) the HTML report regenerated. Returns the open alerts."""
-    from pipeline.metrics import write_metrics
-    from pipeline.report import write_report
+    from pipeline.reporting.metrics import write_metrics
+    from pipeline.reporting.report import write_report
 
     now = utc_now()
     tag_run(instance, run_id, run_alerts(instance, run_id, now, DEFAULT_LIMITS))

@@ -6,7 +6,7 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource
 
 from orchestration.settings import dbt_target
-from pipeline.dbt_runner import PROJECT_DIR
+from pipeline.warehouse.dbt_runner import PROJECT_DIR
 
 
 def dbt_resource() -> DbtCliResource:

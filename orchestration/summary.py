@@ -11,9 +11,9 @@ from dagster._core.execution.plan.objects import ErrorSource
 from extract.load import duckdb_path
 from orchestration.settings import on_duckdb
 from pipeline.console import first_line, log, seconds
-from pipeline.dbt_runner import DbtSummary, summarise, target_path
-from pipeline.run_summary import quarantine_by_table, quarantine_lines, warned_lines, warned_tests
-from pipeline.warehouse import WarehouseLocked, connect
+from pipeline.reporting.run_summary import quarantine_by_table, quarantine_lines, warned_lines, warned_tests
+from pipeline.warehouse.connections import WarehouseLocked, connect
+from pipeline.warehouse.dbt_runner import DbtSummary, summarise, target_path
 
 
 def value(metadata: dict, name: str) -> object:

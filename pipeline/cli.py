@@ -55,14 +55,14 @@ def train_command(_: argparse.Namespace) -> int:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    from pipeline.status import show_status
+    from pipeline.reporting.status import show_status
 
     return show_status(args.runs, args.strict)
 
 
 def report_command(_: argparse.Namespace) -> int:
     from orchestration.instance import get_instance
-    from pipeline.report import write_report
+    from pipeline.reporting.report import write_report
 
     path = write_report(get_instance())
     if path:

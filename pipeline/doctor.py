@@ -30,7 +30,7 @@ from extract.files import SourceSettingError, local_path, require_bucket
 from extract.fx_api import RATES_PATH
 from extract.load import DEMO_FILES, demo_dir, uses_demo
 from pipeline.console import first_line, log
-from pipeline.dbt_runner import PROJECT_DIR
+from pipeline.warehouse.dbt_runner import PROJECT_DIR
 
 SAMPLE_ROWS = 1000
 FX_PAGES = 5  # pages of the FX API read to learn which currencies it serves

@@ -14,7 +14,7 @@
          {"user_id": ..., "transaction_id": ...}   a stored transaction, or
          {"transaction": {contract fields}}         a transaction not sent yet (scored before accepting it)
          -> {"score": fraud probability, "model": ..., "features": {...}} with the latest trained model
-         (pipeline/train.py's data/models/training_set-<version>/model.joblib, the newest by its
+         (pipeline/training/train.py's data/models/training_set-<version>/model.joblib, the newest by its
          metrics.json); 503 when no model has been trained yet.
 
 404 for a user or transaction the store does not hold; 503 before the store was first synced
@@ -159,7 +159,7 @@ class ScoreRequest(BaseModel):
 
 
 def feature_table(features: dict[str, Any]) -> pa.Table:
-    from pipeline.train import BOOLEAN_FEATURES, NUMERIC_FEATURES
+    from pipeline.training.train import BOOLEAN_FEATURES, NUMERIC_FEATURES
 
     columns: dict[str, pa.Array] = {}
     for name in NUMERIC_FEATURES:
@@ -172,7 +172,7 @@ def feature_table(features: dict[str, Any]) -> pa.Table:
 
 @router.post("/score")
 def score(body: ScoreRequest, request: Request) -> dict[str, Any]:
-    from pipeline.train import feature_matrix
+    from pipeline.training.train import feature_matrix
 
     loaded = models.get()
     if loaded is None:

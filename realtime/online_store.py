@@ -3,7 +3,7 @@
     python -m realtime.online_store sync [--as-of YYYY-MM-DD]   bootstrap/refresh from the published gold
 
 Where the state comes from
-    * `sync` reads the published gold file (pipeline/published.py: published_path(), read-only, so it
+    * `sync` reads the published gold file (pipeline/warehouse/published.py: published_path(), read-only, so it
       never blocks the pipeline): `preprocessing_parameters`, and the `online_*` gold models built for
       the store (models/marts/online/): users, their loyalty-tier history (users_snapshot), the known
       currencies and FX rate ranges, the valid transactions of the last 31 + reprocess_days days (and
@@ -664,7 +664,7 @@ def sync(client: redis.Redis, path: Path | None = None, as_of: dt.date | None = 
     """Bootstrap or refresh the store from the published gold (read-only): users, tiers, FX rates and
     parameters are replaced as a whole, the history is added by id (what the stream added stays), and
     the stored transactions an FX change can decide otherwise are decided again."""
-    from pipeline.published import published_path
+    from pipeline.warehouse.published import published_path
 
     started = time.perf_counter()
     gold = read_gold(path or published_path(), as_of)
@@ -904,7 +904,7 @@ def main(argv: Iterable[str] | None = None) -> int:
 def watch(client: redis.Redis, gold: Path | None, seconds: float) -> None:
     """Sync whenever the published gold holds another version than the store was synced from (the
     file is only opened read-only, so the pipeline is never held up); until interrupted."""
-    from pipeline.published import published_invocation, published_path
+    from pipeline.warehouse.published import published_invocation, published_path
 
     path = gold or published_path()
     while True:

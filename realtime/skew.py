@@ -280,7 +280,7 @@ def service_token() -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     from extract.load import duckdb_path
-    from pipeline.published import published_path
+    from pipeline.warehouse.published import published_path
 
     parser = argparse.ArgumentParser(prog="python -m realtime.skew", description=__doc__.split("\n\n")[0])
     parser.add_argument("--date", type=dt.date.fromisoformat, required=True, help="the day to replay, YYYY-MM-DD")

@@ -21,8 +21,8 @@ import pytest
 
 from demo.generate import generate
 from extract.load import SOURCES, SourceLoad, load_source
-from pipeline.dbt_runner import DbtSummary, run_dbt
 from pipeline.processes import running_processes
+from pipeline.warehouse.dbt_runner import DbtSummary, run_dbt
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_SCALE = int(os.environ.get("ML_FEATURES_TEST_SCALE", "3000"))

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import ARTIFACTS_DIR, REPO_ROOT, RUN_DATE, HeadlessChromium, Warehouse, reachable
 
-from pipeline.dbt_runner import run_dbt, target_path
+from pipeline.warehouse.dbt_runner import run_dbt, target_path
 
 TRAINING_SET = "model.ml_features.training_set"
 TRAINING_STEP = "exposure.ml_features.training_step"

@@ -17,7 +17,7 @@ from extract_support import workspace
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import run_dbt
+from pipeline.warehouse.dbt_runner import run_dbt
 
 SEED = 19
 SCALE = 1_000

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import Warehouse, demo_environment, table_hash
 
-from pipeline.dbt_runner import PROJECT_DIR, dbt_command, dbt_environment, run_dbt
+from pipeline.warehouse.dbt_runner import PROJECT_DIR, dbt_command, dbt_environment, run_dbt
 
 GOLD = ("training_set", "fct_transaction_features", "user_daily_features", "preprocessing_parameters", "dataset_splits")
 # columns that name the build (its invocation and time) rather than the data

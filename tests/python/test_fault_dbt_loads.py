@@ -19,7 +19,7 @@ from extract_support import JOB_COMMITTED, Milestone, Workspace, start_cli_at, u
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import run_dbt
+from pipeline.warehouse.dbt_runner import run_dbt
 
 BUILD = ["build", "--exclude-resource-type", "unit_test"]
 GOLD = ("fct_transaction_features", "training_set", "user_daily_features", "dataset_splits")

@@ -12,9 +12,9 @@ from conftest import RUN_DATE, TEST_SCALE, TEST_SEED, Warehouse, demo_environmen
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import run_dbt
-from pipeline.export import export_training_set
-from pipeline.train import TrainingError, negative_sample, train
+from pipeline.training.export import export_training_set
+from pipeline.training.train import TrainingError, negative_sample, train
+from pipeline.warehouse.dbt_runner import run_dbt
 
 INCREMENTAL_MODELS = ("intermediate.int_transactions_windowed", "marts.user_daily_features")
 

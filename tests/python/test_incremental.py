@@ -13,8 +13,8 @@ from conftest import RUN_DATE, TEST_SCALE, TEST_SEED, Warehouse, demo_environmen
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import run_dbt
-from pipeline.monitoring import first_days
+from pipeline.warehouse.dbt_runner import run_dbt
+from pipeline.warehouse.monitoring import first_days
 
 VALIDATED = ("intermediate.int_transactions_validated", "intermediate.int_events_validated")
 DOWNSTREAM = ("intermediate.int_quarantined_rows", "monitoring.row_reconciliation", "marts_audit.training_set")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.dbt_runner import run_dbt
+from pipeline.warehouse.dbt_runner import run_dbt
 
 
 def test_every_model_has_an_owner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from conftest import Warehouse, table_hash
 from extract_support import Workspace, workspace
 
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import run_dbt
+from pipeline.warehouse.dbt_runner import run_dbt
 
 RUN_DATE = "1998-06-30"
 UUID_USER = "c56a4180-65aa-42ec-a945-5fd21dec0538"

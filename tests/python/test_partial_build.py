@@ -11,7 +11,7 @@ import pytest
 from conftest import RUN_DATE, Warehouse, demo_environment, new_app_load, table_hash
 
 from extract.load import load_source
-from pipeline.dbt_runner import run_dbt
+from pipeline.warehouse.dbt_runner import run_dbt
 
 BUILD = ["build", "--exclude-resource-type", "unit_test"]
 GOLD = ("fct_transaction_features", "training_set", "user_daily_features", "dataset_splits", "preprocessing_parameters")

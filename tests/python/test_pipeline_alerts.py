@@ -38,8 +38,8 @@ from orchestration.monitoring import (
     utc_now,
 )
 from orchestration.run import RunOptions, run_day
-from pipeline.alerts import DEFAULT_LIMITS, error_rate, row_drop, slow_step
-from pipeline.status import show_status
+from pipeline.reporting.alerts import DEFAULT_LIMITS, error_rate, row_drop, slow_step
+from pipeline.reporting.status import show_status
 
 DAY = dt.date(2026, 11, 30)
 CHARGEBACKS = AssetKey(["chargebacks", "chargebacks"])

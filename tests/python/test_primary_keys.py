@@ -4,7 +4,7 @@ a staging view, or the table itself) fails exactly the key tests of the models i
 import duckdb
 from conftest import RUN_DATE, Warehouse, new_app_load
 
-from pipeline.dbt_runner import run_dbt
+from pipeline.warehouse.dbt_runner import run_dbt
 
 # one row copied as it is: the raw row under a staging view, the built table's row otherwise
 DUPLICATED_ROWS = [

@@ -10,7 +10,7 @@ from pathlib import Path
 import duckdb
 from conftest import RUN_DATE, Warehouse, table_hash
 
-from pipeline.dbt_runner import PROJECT_DIR, run_dbt
+from pipeline.warehouse.dbt_runner import PROJECT_DIR, run_dbt
 
 GOLD = ("training_set", "fct_transaction_features", "user_daily_features", "preprocessing_parameters", "dataset_splits")
 

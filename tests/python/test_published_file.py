@@ -1,4 +1,4 @@
-"""The published file (pipeline/published.py) after a new day: the tables dbt published by days get
+"""The published file (pipeline/warehouse/published.py) after a new day: the tables dbt published by days get
 only those days, the rest is copied whole, the gold views are views over the file's own tables; and
 every relation of the file equals the warehouse's `marts`. A file that missed a publish is copied
 whole again."""
@@ -13,9 +13,9 @@ from conftest import TEST_SCALE, TEST_SEED, demo_environment, table_hash
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import run_dbt
-from pipeline.monitoring import first_days, last_publish_time
-from pipeline.published import Publication, published_path, refresh_published
+from pipeline.warehouse.dbt_runner import run_dbt
+from pipeline.warehouse.monitoring import first_days, last_publish_time
+from pipeline.warehouse.published import Publication, published_path, refresh_published
 
 BUILD = ["build", "--exclude-resource-type", "unit_test"]
 

@@ -17,7 +17,7 @@ from extract_support import Workspace, workspace
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import DbtSummary, run_dbt
+from pipeline.warehouse.dbt_runner import DbtSummary, run_dbt
 
 RUN_DATE = "2026-09-30"
 TEST = "quarantined_share_per_table_below_thresholds"

@@ -21,7 +21,7 @@ import redis
 from extract_support import JOB_COMMITTED, LOAD_RECORDED
 from realtime_support import Stack, free_port, start_stack
 
-from pipeline.dbt_runner import run_dbt
+from pipeline.warehouse.dbt_runner import run_dbt
 from realtime.broker import RedisStreamsBroker
 from realtime.contract import COLUMNS
 from realtime.redis_server import RedisServer

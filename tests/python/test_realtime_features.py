@@ -20,7 +20,7 @@ import redis
 from realtime_support import REPO_ROOT, Stack, free_port, realtime_stack  # noqa: F401 (fixture)
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from pipeline.train import BOOLEAN_FEATURES, NUMERIC_FEATURES, feature_matrix
+from pipeline.training.train import BOOLEAN_FEATURES, NUMERIC_FEATURES, feature_matrix
 from realtime import online_store
 from realtime.features_api import feature_table
 from realtime.redis_server import RedisServer
@@ -36,7 +36,7 @@ def write_gold(
     fx_extra: list[tuple] = (),
     invocation: str = "test-invocation",
 ) -> Path:
-    """A published gold file shaped like pipeline/published.py writes it, with the online_* tables."""
+    """A published gold file shaped like pipeline/warehouse/published.py writes it, with the online_* tables."""
     path.unlink(missing_ok=True)
     with duckdb.connect(str(path)) as connection:
         connection.execute("set TimeZone = 'UTC'; create schema marts; create schema publication")
@@ -344,7 +344,7 @@ def test_the_http_endpoints(realtime_stack: Stack, tmp_path: Path) -> None:  # n
     score = httpx_post(stack, {"user_id": "u1", "transaction_id": "h2"})
     assert score.status_code == 503 and "no trained model" in score.text
 
-    # a trained model where pipeline/train.py writes it: the newest is used
+    # a trained model where pipeline/training/train.py writes it: the newest is used
     models = stack.data_dir / "models"
     width = len(NUMERIC_FEATURES) + len(BOOLEAN_FEATURES) + 1
     rng = np.random.default_rng(0)

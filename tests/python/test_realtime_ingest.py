@@ -20,9 +20,9 @@ import pytest
 from conftest import RUN_DATE, Warehouse, descendants
 from realtime_support import REPO_ROOT, TEST_TOKEN, Stack, free_port, stack_environment, start_stack
 
-from pipeline.dbt_runner import run_dbt
-from pipeline.monitoring import first_days, last_publish_time
-from pipeline.run_summary import quarantine_by_table
+from pipeline.reporting.run_summary import quarantine_by_table
+from pipeline.warehouse.dbt_runner import run_dbt
+from pipeline.warehouse.monitoring import first_days, last_publish_time
 from realtime.broker import RedisStreamsBroker
 
 EVENT = {

@@ -12,7 +12,7 @@ import duckdb
 import pytest
 from realtime_support import REPO_ROOT, Stack, realtime_stack_on_warehouse  # noqa: F401 (fixture)
 
-from pipeline.published import published_path, refresh_published
+from pipeline.warehouse.published import published_path, refresh_published
 from realtime import online_store, skew
 
 

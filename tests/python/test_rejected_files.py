@@ -16,8 +16,8 @@ from extract_support import Workspace, workspace
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import run_dbt
-from pipeline.monitoring import newest_rows
+from pipeline.warehouse.dbt_runner import run_dbt
+from pipeline.warehouse.monitoring import newest_rows
 
 RUN_DATE = "2026-09-30"
 CORRUPT = b"PAR1 this is not a parquet file"

@@ -8,7 +8,7 @@ import duckdb
 import pytest
 from dagster import DagsterInstance
 
-from pipeline.report import SAMPLE_ROWS, bins_for, feature_sample, feature_section, write_report
+from pipeline.reporting.report import SAMPLE_ROWS, bins_for, feature_sample, feature_section, write_report
 
 ROWS = 3 * SAMPLE_ROWS
 

@@ -14,7 +14,7 @@ from conftest import RUN_DATE, TEST_SEED, Warehouse, demo_environment
 from demo.generate import generate
 from orchestration.summary import dbt_results
 from pipeline.cli import main
-from pipeline.train import NO_LABELS
+from pipeline.training.train import NO_LABELS
 
 
 def pipeline(*args: str) -> tuple[int, str]:

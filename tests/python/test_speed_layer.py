@@ -15,7 +15,7 @@ from conftest import TEST_SCALE, TEST_SEED, demo_environment, new_app_load
 
 from demo.generate import generate
 from extract.load import SOURCES, load_source
-from pipeline.dbt_runner import PROJECT_DIR, dbt_command, dbt_environment, run_dbt
+from pipeline.warehouse.dbt_runner import PROJECT_DIR, dbt_command, dbt_environment, run_dbt
 
 BUILT_DAY = dt.date(2026, 3, 1)
 RUN_SETTINGS = {"run_date": BUILT_DAY.isoformat()}

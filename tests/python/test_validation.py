@@ -16,8 +16,8 @@ import time
 import duckdb
 from conftest import RUN_DATE, Warehouse
 
-from pipeline.dbt_runner import PROJECT_DIR as DBT_PROJECT_DIR
-from pipeline.dbt_runner import DbtSummary, dbt_command, dbt_environment, run_dbt, target_path
+from pipeline.warehouse.dbt_runner import PROJECT_DIR as DBT_PROJECT_DIR
+from pipeline.warehouse.dbt_runner import DbtSummary, dbt_command, dbt_environment, run_dbt, target_path
 
 TABLES = {"app.users", "app.transactions", "events.events", "fx.rates", "chargebacks.chargebacks"}
 DEMO_RULES = {  # the bad records demo/generate.py writes

@@ -21,9 +21,9 @@ from extract.load import data_dir, duckdb_path
 from orchestration.history import RunInfo, recent_runs
 from orchestration.monitoring import runs_failed
 from orchestration.settings import on_duckdb
-from pipeline.alerts import DEFAULT_LIMITS, RULES, Alert
-from pipeline.monitoring import Freshness, source_freshness
-from pipeline.warehouse import WarehouseLocked, connect
+from pipeline.reporting.alerts import DEFAULT_LIMITS, RULES, Alert
+from pipeline.warehouse.connections import WarehouseLocked, connect
+from pipeline.warehouse.monitoring import Freshness, source_freshness
 
 PREFIX = "ml_features_"
 
@@ -144,7 +144,7 @@ def render(instance: DagsterInstance, alerts: list[Alert], now: dt.datetime, run
     )
     for source in freshness_now(now):
         lag.add(source.lag_seconds, source=source.source)
-    open_by_rule = Family("alerts_open", "gauge", "Open alerts, by rule (see pipeline/alerts.py).")
+    open_by_rule = Family("alerts_open", "gauge", "Open alerts, by rule (see pipeline/reporting/alerts.py).")
     for rule in RULES:
         open_by_rule.add(sum(1 for alert in alerts if alert.rule == rule), rule=rule)
     families += [lag, open_by_rule]

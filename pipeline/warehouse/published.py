@@ -33,9 +33,9 @@ from pathlib import Path
 import duckdb
 
 from extract.load import SOURCES, data_dir, duckdb_settings
-from pipeline.monitoring import read_manifest
 from pipeline.transient import LOCK_MESSAGE
-from pipeline.warehouse import WarehouseLocked, locked_message
+from pipeline.warehouse.connections import WarehouseLocked, locked_message
+from pipeline.warehouse.monitoring import read_manifest
 
 SCHEMA = "marts"
 HASHED = "training_set"
@@ -251,7 +251,7 @@ def copy_gold(
 
 
 def content_hash(connection: duckdb.DuckDBPyConnection, relation: str) -> str:
-    from pipeline.export import content_hash as export_hash  # the export's version is this same hash
+    from pipeline.training.export import content_hash as export_hash  # the export's version is this same hash
 
     return export_hash(connection, relation)
 

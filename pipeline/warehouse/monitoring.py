@@ -11,8 +11,8 @@ import duckdb
 
 from extract.files import REJECTED_FILES_TABLE
 from extract.load import SOURCES
-from pipeline.dbt_runner import target_path
-from pipeline.warehouse import relation_exists, tables_in
+from pipeline.warehouse.connections import relation_exists, tables_in
+from pipeline.warehouse.dbt_runner import target_path
 
 FIRST_DAY = dt.date(1970, 1, 1)
 # the day-partitioned models and the validated transactions they are built from: when one is missing

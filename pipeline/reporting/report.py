@@ -6,7 +6,7 @@ From Dagster's records (orchestration/monitoring.py): runs (status, time per ste
 source and rows per gold table over the runs, dbt test results, open alerts, the load lineage (dlt
 load -> run -> dbt invocation). From the warehouse: quarantined rows and source freshness. From the
 published gold file: the distributions of the main features (the train split against the latest
-week). Charts are inline SVG (pipeline/svg.py): the page needs no server, script or network, so it
+week). Charts are inline SVG (pipeline/reporting/svg.py): the page needs no server, script or network, so it
 can be attached to a ticket or published as is.
 """
 
@@ -23,12 +23,12 @@ from extract.load import data_dir, duckdb_path
 from orchestration.history import LoadLineage, RunInfo, load_lineage, recent_runs
 from orchestration.monitoring import open_alerts, utc_now
 from orchestration.settings import on_duckdb
-from pipeline import svg
-from pipeline.alerts import Alert
 from pipeline.console import age, log, seconds, timestamp
-from pipeline.monitoring import Freshness, quarantine_counts, source_freshness
-from pipeline.published import published_path
-from pipeline.warehouse import WarehouseLocked, connect, relation_exists
+from pipeline.reporting import svg
+from pipeline.reporting.alerts import Alert
+from pipeline.warehouse.connections import WarehouseLocked, connect, relation_exists
+from pipeline.warehouse.monitoring import Freshness, quarantine_counts, source_freshness
+from pipeline.warehouse.published import published_path
 
 RUNS_SHOWN = 60
 FEATURES = [

@@ -9,7 +9,7 @@ version and leaves the files untouched; a model names the exact data it was trai
 A version is written to a temporary folder and renamed into place, and latest.json is replaced
 by a rename too, so readers never see half of either.
 
-The pipeline exports from the published file (pipeline/published.py), not from the warehouse, so
+The pipeline exports from the published file (pipeline/warehouse/published.py), not from the warehouse, so
 an export neither waits for nor holds up the pipeline's writers.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from extract.load import SOURCES, data_dir
-from pipeline.warehouse import connect, relation_exists
+from pipeline.warehouse.connections import connect, relation_exists
 
 EXPORT_RELATION = "marts.training_set"
 ORDER_BY = "transaction_date, transaction_id"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.console import plain
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 # settings of one run, passed as environment variables ML_FEATURES_<NAME> (macros/run_settings.sql:
 # run_setting), not --vars: dbt parses the whole project again whenever --vars change;
 # the macro reads them only when SQL is compiled, so a new value needs no parsing

@@ -29,8 +29,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from extract.load import data_dir
-from pipeline.published import published_path
-from pipeline.warehouse import relation_exists
+from pipeline.warehouse.connections import relation_exists
+from pipeline.warehouse.published import published_path
 
 LABEL = "is_fraud"
 NUMERIC_FEATURES = [

@@ -16,8 +16,8 @@ from orchestration.instance import dagster_home, fail_dead_runs, get_instance
 from orchestration.monitoring import open_alerts, utc_now
 from orchestration.settings import on_duckdb
 from pipeline.console import age, log, seconds, timestamp
-from pipeline.monitoring import source_freshness
-from pipeline.warehouse import WarehouseLocked, connect
+from pipeline.warehouse.connections import WarehouseLocked, connect
+from pipeline.warehouse.monitoring import source_freshness
 
 EXIT_OK, EXIT_FAILED, EXIT_ALERTS = 0, 1, 3
 BACKFILLS_SHOWN = 3

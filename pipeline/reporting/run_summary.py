@@ -9,8 +9,8 @@ Read from the warehouse right after `dbt build`, whether it passed or failed:
 import duckdb
 
 from pipeline.console import plain
-from pipeline.monitoring import quarantine_counts
-from pipeline.warehouse import relation_exists
+from pipeline.warehouse.connections import relation_exists
+from pipeline.warehouse.monitoring import quarantine_counts
 
 MAX_RULES = 3
 MAX_KEPT_ROWS = 3
