@@ -62,8 +62,8 @@ def gold(manifest: dict) -> list[dict]:
 
 
 def published_placeholders(node: dict, manifest: dict) -> list[str]:
-    """What published_relation() does while compiling a view over `marts`: an empty copy of each
-    audited table it reads, until the first publish."""
+    """What the pre-hook of a view over `marts` does before the view is created
+    (create_published_placeholders): an empty copy of each audited table it reads, until the first publish."""
     return [
         "create schema if not exists marts",
         *(

@@ -64,36 +64,58 @@
 
 
 {#-
-    the published copy of a gold model: what consumers (and the realtime view) read. Before the
-    first publish it is created empty with the audited table's columns (and on BigQuery its
-    partitioning and clustering), so a view over it can be created; "nothing published yet" then
-    reads as no rows, never as unaudited ones.
+    published(audited): the published twin (in `marts`) of a gold model's audited relation, what
+    consumers and the realtime view read: `published(ref('fct_transaction_features'))`, so the model
+    names its parent. Pure: it queries nothing (compiling, `dbt docs generate` and sqlfluff write
+    nothing to the warehouse); create_published_placeholders, the reading model's pre-hook, makes
+    sure it exists before the first publish.
 -#}
-{% macro published_relation(model_name) %}
-    {% set audited = ref(model_name) %}
-    {% set published = audited.incorporate(path={'schema': published_schema()}) %}
-    {#- without introspection (the BigQuery compile check in CI) there is no warehouse to create it in,
-        and before the audited table exists (compiling or linting a fresh project) there is nothing to copy -#}
-    {% if execute and flags.INTROSPECT
-        and adapter.get_relation(published.database, published.schema, published.identifier) is none
-        and adapter.get_relation(audited.database, audited.schema, audited.identifier) is not none %}
-        {% do run_query('create schema if not exists ' ~ published_schema()) %}
-        {% do run_query(create_published_table(published, audited, model_node(model_name), if_not_exists=true)) %}
-        {#- dbt's cache learns of it, so the publish of this same invocation knows what to replace -#}
-        {% do adapter.cache_added(published.incorporate(type='table')) %}
+{% macro published(audited) %}
+    {% if execute %}
+        {% do gold_model_of(audited) %}
     {% endif %}
-    {{ return(published) }}
+    {{ return(audited.incorporate(path={'schema': published_schema()})) }}
 {% endmacro %}
 
 
-{#- the enabled model node named `model_name` -#}
-{% macro model_node(model_name) %}
-    {% for node in graph.nodes.values() %}
-        {% if node.resource_type == 'model' and node.name == model_name %}
+{#- the gold model node whose audited relation is `audited` (a compile error when it is not gold:
+    it has no published twin) -#}
+{% macro gold_model_of(audited) %}
+    {% for node in gold_models().values() %}
+        {% if node.schema == audited.schema and node.alias == audited.identifier %}
             {{ return(node) }}
         {% endif %}
     {% endfor %}
-    {{ exceptions.raise_compiler_error('model_node: no model named ' ~ model_name) }}
+    {{ exceptions.raise_compiler_error('published(' ~ audited ~ '): not a gold model (meta.publish), so never published') }}
+{% endmacro %}
+
+
+{#-
+    create_published_placeholders(audited_relations): the pre-hook of a model that reads published
+    tables, e.g. `pre_hook="{{ create_published_placeholders([ref('fct_transaction_features')]) }}"`.
+    Before the first publish, each one is created empty with its audited table's columns (and on
+    BigQuery its partitioning and clustering), so the view over it can be created and "nothing
+    published yet" reads as no rows, never as unaudited ones. dbt runs it at execution only, after
+    the model's parents were built and just before the view is created; never while compiling.
+-#}
+{% macro create_published_placeholders(audited_relations) %}
+    {% if not execute %}
+        {{ return('') }}
+    {% endif %}
+    {% for audited in audited_relations %}
+        {% set twin = published(audited) %}
+        {% if adapter.get_relation(twin.database, twin.schema, twin.identifier) is none %}
+            {% if adapter.get_relation(audited.database, audited.schema, audited.identifier) is none %}
+                {{ exceptions.raise_compiler_error(this.identifier ~ ' reads ' ~ twin ~ ', which is neither published nor built: '
+                    ~ 'build ' ~ audited.identifier ~ ' first (dbt build)') }}
+            {% endif %}
+            {% do run_query('create schema if not exists ' ~ published_schema()) %}
+            {% do run_query(create_published_table(twin, audited, gold_model_of(audited), if_not_exists=true)) %}
+            {#- dbt's cache learns of it, so the publish of this same invocation knows what to replace -#}
+            {% do adapter.cache_added(twin.incorporate(type='table')) %}
+        {% endif %}
+    {% endfor %}
+    {{ return('') }}
 {% endmacro %}
 
 
@@ -343,7 +365,7 @@
     {% do statements.append('commit transaction') %}
     {% do run_query(statements | join(';\n')) %}
     {#- the gold views over the published tables: one atomic `create or replace view` each. BigQuery
-        does not replace a table with a view: the empty placeholder table published_relation() made
+        does not replace a table with a view: the empty placeholder table create_published_placeholders made
         before the first publish is dropped first (once; a reader then sees no table for a moment) -#}
     {% for node in gold_views_in_order(nodes) %}
         {% set published = api.Relation.create(database=node.database, schema=published_schema(), identifier=node.alias) %}

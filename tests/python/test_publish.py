@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import duckdb
-from conftest import RUN_DATE, Warehouse, table_hash
+import pytest
+from conftest import RUN_DATE, Warehouse, demo_environment, table_hash
 
 from pipeline.warehouse.dbt_runner import PROJECT_DIR, run_dbt
 
@@ -182,3 +183,57 @@ def test_a_day_run_publishes_only_the_days_it_built_and_tested(warehouse_copy: W
     assert {
         relation: table_hash(warehouse_copy.duckdb_path, relation) for relation in stored_by_day
     } == published_before
+
+
+def relations(warehouse: Warehouse) -> set[tuple[str, str, str]]:
+    """Every schema, table and view in the warehouse, as (schema, name, kind): "" for a schema alone."""
+    return set(warehouse.query("select schema_name, '', '' from information_schema.schemata")) | set(
+        warehouse.query("select table_schema, table_name, table_type from information_schema.tables")
+    )
+
+
+def test_compiling_creates_nothing_and_the_first_run_reads_empty_published_tables(warehouse_copy: Warehouse) -> None:
+    """dbt compile and dbt docs generate write nothing to a built warehouse that was never published
+    (`marts` dropped): the published tables the realtime view reads are created, empty, when the view
+    is (its pre-hook, at execution), so before the first publish it serves no rows, never unaudited
+    ones, and the first build's publish replaces them."""
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        connection.execute("drop schema marts cascade")
+    before = relations(warehouse_copy)
+    for command in (["compile"], ["docs", "generate"]):
+        compiled = run_dbt(command, dbt_vars={"run_date": RUN_DATE}, quiet=True)
+        assert compiled.success, compiled.failures
+        assert relations(warehouse_copy) == before, command
+
+    run = run_dbt(["run", "-s", "realtime_transaction_features"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
+    assert run.success, run.failures
+    for name in ("fct_transaction_features", "preprocessing_parameters", "fct_transaction_windows"):
+        assert warehouse_copy.query(f"select count(*) from marts.{name}") == [(0,)], name
+    served = dict(
+        warehouse_copy.query("select served_from, count(*) from marts.realtime_transaction_features group by 1")
+    )
+    assert served == {}  # nothing published: no batch rows, and no fitted parameters for the speed layer
+
+    # the first publish of a build that creates them too (the pre-hook and the publish in one invocation)
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        connection.execute("drop schema marts cascade")
+    build = run_dbt(["build"], dbt_vars={"run_date": RUN_DATE}, quiet=True)
+    assert build.success, build.failures
+    assert published(warehouse_copy) == audited(warehouse_copy)
+    served = dict(
+        warehouse_copy.query("select served_from, count(*) from marts.realtime_transaction_features group by 1")
+    )
+    assert served.get("batch", 0) > 0
+
+
+def test_compiling_a_fresh_warehouse_creates_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in demo_environment(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    for command in (["compile"], ["docs", "generate"]):
+        compiled = run_dbt(command, dbt_vars={"run_date": RUN_DATE}, quiet=True)
+        assert compiled.success, compiled.failures
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as connection:
+        assert connection.sql("select table_schema, table_name from information_schema.tables").fetchall() == []
+        assert "marts" not in {
+            name for (name,) in connection.sql("select schema_name from information_schema.schemata").fetchall()
+        }

@@ -26,7 +26,7 @@ VIEW = "marts.realtime_transaction_features"
 FORMER_VIEW = """
 with
 batch as (
-    select * from {{ published_relation('fct_transaction_features') }}
+    select * from {{ published(ref('fct_transaction_features')) }}
 ),
 batch_cutoff as (
     select coalesce(max(transaction_date), cast('1970-01-01' as date)) as speed_from_date
@@ -65,7 +65,7 @@ speed_windowed as (
 ),
 speed as (
     {{ transaction_features('speed_windowed', {
-        'parameters': published_relation('preprocessing_parameters'),
+        'parameters': published(ref('preprocessing_parameters')),
         'users': ref('online_users'),
         'tiers': ref('online_user_tiers'),
         'labels': ref('transaction_labels'),

@@ -11,14 +11,24 @@
 -- Its inputs: the import CTEs below, and the relations passed to the macros where their SQL reads one
 -- several times (DuckDB would materialize such a CTE whole): the staging views, the cleaning tables,
 -- the users and the FX rates the validation reads.
+-- The published tables it reads exist before the first publish, empty: its pre-hook creates them
+-- when the view is created, never while it is compiled (macros/publish.sql).
+{{
+    config(
+        pre_hook="{{ create_published_placeholders([
+            ref('fct_transaction_features'), ref('preprocessing_parameters'), ref('fct_transaction_windows')
+        ]) }}"
+    )
+}}
+
 with
 
 batch as (
-    select * from {{ published_relation('fct_transaction_features') }}
+    select * from {{ published(ref('fct_transaction_features')) }}
 ),
 
 published_parameters as (
-    select * from {{ published_relation('preprocessing_parameters') }}
+    select * from {{ published(ref('preprocessing_parameters')) }}
 ),
 
 online_users as (
@@ -41,7 +51,7 @@ currencies as (
 -- read twice, DuckDB would compute and hold all of its rows)
 batch_cutoff as (
     select coalesce(max(transaction_date), cast('1970-01-01' as date)) as speed_from_date
-    from {{ published_relation('fct_transaction_windows') }}
+    from {{ published(ref('fct_transaction_windows')) }}
 ),
 
 history_start as (
