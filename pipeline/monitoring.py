@@ -36,8 +36,9 @@ def last_publish_time(connection: duckdb.DuckDBPyConnection) -> dt.datetime | No
 def completed_loads(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None = None) -> dict[str, list[str]]:
     """Completed dlt load ids per source, only those finished after `since` when given."""
     loads: dict[str, list[str]] = {}
+    existing = relations_in(connection)
     for source in (*SOURCES, STREAM):
-        if not relation_exists(connection, f"raw_{source}", "_dlt_loads"):
+        if (f"raw_{source}", "_dlt_loads") not in existing:
             continue
         rows = connection.execute(
             f"select load_id from raw_{source}._dlt_loads where status = 0 "
@@ -46,6 +47,12 @@ def completed_loads(connection: duckdb.DuckDBPyConnection, since: dt.datetime | 
         ).fetchall()
         loads[source] = [load_id for (load_id,) in rows]
     return loads
+
+
+def relations_in(connection: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
+    """(schema, name) of every table and view, in one query: each look-up in DuckDB's
+    information_schema costs about as much as all of them."""
+    return set(connection.sql("select table_schema, table_name from information_schema.tables").fetchall())
 
 
 def load_time(load_id: str | None) -> dt.datetime | None:
@@ -99,7 +106,7 @@ def first_days(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None)
     view. They come from dbt's manifest, so a renamed model is checked under its new name.
     """
     relations = planning_relations(read_manifest())
-    if not relations or not all(relation_exists(connection, schema, name) for schema, name in relations):
+    if not relations or not set(relations) <= relations_in(connection):
         return DaysToRun(FIRST_DAY, FIRST_DAY)
     planning = ".".join(relations[0])
     affected: list[dt.date] = []
