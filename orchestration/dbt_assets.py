@@ -46,7 +46,7 @@ class BuildConfig(Config):
 def run_settings(day: dt.date, as_of: dt.date, full_refresh: bool) -> dict[str, str]:
     """run_date (the gold's "as of"), and the range of days to (re)build: from the earliest day the
     loads finished since the last publish can change (late rows, updates of what the features read:
-    monitoring.APP_AFFECTED_DAYS), or the day itself, to `as_of`; its data tests check from the
+    the dbt view planning_load_days), or the day itself, to `as_of`; its data tests check from the
     earliest day any of those rows lands on (tested_from_date), so a status change is tested too."""
     settings = {"run_date": as_of.isoformat()}
     if full_refresh or not on_duckdb():

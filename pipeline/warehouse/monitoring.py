@@ -15,85 +15,11 @@ from pipeline.warehouse.connections import relation_exists, tables_in
 from pipeline.warehouse.dbt_runner import target_path
 
 FIRST_DAY = dt.date(1970, 1, 1)
-# the day-partitioned models and the validated transactions they are built from: when one is missing
-# (a first build, a model added since) the run builds every day
-BUILT_RELATIONS = (
-    ("intermediate", "int_transactions_windowed"),
-    ("intermediate", "int_transactions_validated"),
-    ("marts_audit", "fct_transaction_windows"),
-    ("marts_audit", "user_daily_features"),
-)
-# per source, the day each row of its new loads (`$loads`) lands on: the days a run's data tests
-# check, so every row that arrived is tested, a status change included. For events and rates it is
-# also the earliest day the row changes: a late event counts in the sessions before the transactions
-# after it, a rate converts the amounts of its day and of the days after it (each day's windows look
-# back 30 days, so every later day is rebuilt too)
-LOADED_DAYS = {
-    "app": "select cast(created_at as date) as day from staging.stg_app__transactions "
-    "where source_load_id in (select unnest($loads))",
-    "events": "select cast(occurred_at as date) as day from staging.stg_events__events "
-    "where source_load_id in (select unnest($loads))",
-    "fx": "select rate_date as day from staging.stg_fx__rates where source_load_id in (select unnest($loads))",
-    # the real-time consumer's loads (realtime/consumer.py): pushed transactions and events
-    "stream": "select cast(created_at as date) as day from staging.stg_stream__transactions "
-    "where source_load_id in (select unnest($loads)) union all "
-    "select cast(occurred_at as date) as day from staging.stg_stream__events "
-    "where source_load_id in (select unnest($loads))",
-}
+# the dbt view that says, per row of a load, the day it lands on and the earliest day it can change
+# (models/monitoring/planning/): a run reads the rows of its new loads there
+PLANNING_MODEL = "planning_load_days"
 # the dataset of the real-time consumer: not a source `pipeline run` extracts, but its loads are new rows
 STREAM = "stream"
-# the days whose day-partitioned rows (history windows, daily features) the app's new loads can
-# change. A transaction new, or changed in what the features read (user, time, amount, currency,
-# device): its day, and the day the windows hold it on. A change of status alone (most updates)
-# changes no feature, so it does not rebuild weeks of windows. The version compared with is the
-# validated one when the windows were built after it (else a failed build may have validated the
-# change without building the windows). Transactions valid, or quarantined for an unknown user, that
-# the windows do not hold, of a user in the new loads: valid now that their user is known (their
-# events too, which only count for their user's transactions).
-APP_AFFECTED_DAYS = """
-        select least(cast(changed.created_at as date), windowed.transaction_date) as day
-        from (
-            with new_rows as materialized (
-                select * from staging.stg_app__transactions where source_load_id in (select unnest($loads))
-            )
-            select * from new_rows
-        ) as changed
-        left join intermediate.int_transactions_validated as built
-            on
-                changed.transaction_id = built.transaction_id
-                and built.source_load_id <= (
-                    select max(source_load_id) from intermediate.int_transactions_windowed
-                )
-        left join intermediate.int_transactions_windowed as windowed
-            on changed.transaction_id = windowed.transaction_id
-        where
-            (
-                built.transaction_id is null
-                or changed.user_id is distinct from built.user_id
-                or changed.created_at is distinct from built.created_at
-                or changed.amount is distinct from built.amount
-                or changed.currency is distinct from built.currency
-                or changed.device_type is distinct from built.device_type
-            )
-        union all
-        select cast(validated.created_at as date) as day
-        from (
-            with users_loaded as materialized (
-                select user_id from staging.stg_app__users where source_load_id in (select unnest($loads))
-            )
-            select validated.transaction_id, validated.created_at
-            from intermediate.int_transactions_validated as validated
-            where
-                (validated.rejection_rule is null or validated.rejection_rule = 'unknown_user')
-                and validated.user_id in (select user_id from users_loaded)
-                and validated.transaction_id not in (
-                    select windowed.transaction_id
-                    from intermediate.int_transactions_windowed as windowed
-                    where windowed.user_id in (select user_id from users_loaded)
-                )
-        ) as validated
-"""
-STREAM_AFFECTED_DAYS = APP_AFFECTED_DAYS.replace("staging.stg_app__transactions", "staging.stg_stream__transactions")
 PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -110,8 +36,9 @@ def last_publish_time(connection: duckdb.DuckDBPyConnection) -> dt.datetime | No
 def completed_loads(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None = None) -> dict[str, list[str]]:
     """Completed dlt load ids per source, only those finished after `since` when given."""
     loads: dict[str, list[str]] = {}
+    existing = relations_in(connection)
     for source in (*SOURCES, STREAM):
-        if not relation_exists(connection, f"raw_{source}", "_dlt_loads"):
+        if (f"raw_{source}", "_dlt_loads") not in existing:
             continue
         rows = connection.execute(
             f"select load_id from raw_{source}._dlt_loads where status = 0 "
@@ -120,6 +47,12 @@ def completed_loads(connection: duckdb.DuckDBPyConnection, since: dt.datetime | 
         ).fetchall()
         loads[source] = [load_id for (load_id,) in rows]
     return loads
+
+
+def relations_in(connection: duckdb.DuckDBPyConnection) -> set[tuple[str, str]]:
+    """(schema, name) of every table and view, in one query: each look-up in DuckDB's
+    information_schema costs about as much as all of them."""
+    return set(connection.sql("select table_schema, table_name from information_schema.tables").fetchall())
 
 
 def load_time(load_id: str | None) -> dt.datetime | None:
@@ -165,38 +98,51 @@ class DaysToRun:
 
 
 def first_days(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> DaysToRun:
-    """The days of the loads finished after `since` (every load when None): LOADED_DAYS per source,
-    APP_AFFECTED_DAYS for the app's features.
+    """The days of the loads finished after `since` (every load when None), from dbt's view
+    planning_load_days: the earliest day their rows can change and the earliest they land on.
 
-    FIRST_DAY when the day-partitioned models or the relations they are built from do not exist yet:
-    a first build builds every day there is.
+    FIRST_DAY when that view, or a model it depends on (the relations it reads, the day-partitioned
+    gold models), is not built yet: a first build, a model added since, a warehouse built before the
+    view. They come from dbt's manifest, so a renamed model is checked under its new name.
     """
-    if not all(relation_exists(connection, schema, name) for schema, name in BUILT_RELATIONS):
+    relations = planning_relations(read_manifest())
+    if not relations or not set(relations) <= relations_in(connection):
         return DaysToRun(FIRST_DAY, FIRST_DAY)
-    new_loads = completed_loads(connection, since)
+    planning = ".".join(relations[0])
     affected: list[dt.date] = []
     loaded: list[dt.date] = []
-    for source, days_of_load in LOADED_DAYS.items():
-        load_ids = new_loads.get(source) or []
+    for source, load_ids in completed_loads(connection, since).items():
         if not load_ids:
             continue
-        if source == STREAM and not relation_exists(connection, "staging", "stg_stream__transactions"):
-            return DaysToRun(FIRST_DAY, FIRST_DAY)  # loaded before dbt ever built the stream's staging
-        days = first_day(connection, days_of_load, load_ids)
-        loaded += days
-        if source == "app":
-            affected += first_day(connection, APP_AFFECTED_DAYS, load_ids)
-        elif source == STREAM:  # a pushed transaction, or version, is judged like one of the app's
-            affected += days + first_day(connection, STREAM_AFFECTED_DAYS, load_ids)
-        else:
-            affected += days
+        # the ids as literals: DuckDB then applies the filter at the staging scans under the view's
+        # joins, so only the new loads' rows are read (`in (select unnest(...))` is not pushed there)
+        placeholders = ", ".join(["?"] * len(load_ids))
+        [(first_affected, first_loaded)] = connection.execute(
+            f"select min(affected_date), min(loaded_date) from {planning} "
+            f"where source_name = ? and source_load_id in ({placeholders})",
+            [source, *load_ids],
+        ).fetchall()
+        affected += filter(None, [first_affected])
+        loaded += filter(None, [first_loaded])
     return DaysToRun(min(affected, default=None), min(loaded, default=None))
 
 
-def first_day(connection: duckdb.DuckDBPyConnection, days_of_load: str, load_ids: list[str]) -> list[dt.date]:
-    """The earliest day `days_of_load` gives for `load_ids`, as a list (empty when there is none)."""
-    [(day,)] = connection.execute(f"select min(day) from ({days_of_load})", {"loads": load_ids}).fetchall()
-    return [day] if day else []
+def planning_relations(manifest: dict) -> list[tuple[str, str]]:
+    """(schema, name) of the planning view, first, and of every model it depends on, directly or
+    not; [] when the manifest has no planning view."""
+    nodes = manifest.get("nodes", {})
+    relations: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    pending = [f"model.ml_features.{PLANNING_MODEL}"]
+    while pending:
+        key = pending.pop(0)
+        node = nodes.get(key)
+        if key in seen or not node or node["resource_type"] != "model" or node["config"]["materialized"] == "ephemeral":
+            continue
+        seen.add(key)
+        relations.append((node["schema"], node["alias"]))
+        pending += node["depends_on"]["nodes"]
+    return relations
 
 
 @dataclass
