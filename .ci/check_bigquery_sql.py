@@ -5,8 +5,8 @@ Compiles the project with `dbt compile --target bigquery` without credentials or
 own target path (default target/bigquery/) so the DuckDB artifacts in `target/` are left alone.
 The incremental models are left out: dbt's is_incremental() asks the warehouse whether the model's
 table exists, so they compile only with a warehouse. tests/python/test_bigquery_emulator.py checks
-them with `check_manifest` on what dbt compiled against the BigQuery emulator, as a first build and
-as an incremental run (the tables exist: dbt's own is_incremental() is true); `--skip-compile
+them with `check_manifest` on what dbt compiles against the BigQuery emulator, in the first build
+and after the incremental run (the tables exist: dbt's own is_incremental() is true); `--skip-compile
 --target-path <a dbt target folder>` checks what any dbt command left there, e.g. a `dbt run
 --target bigquery`. Every compiled model, test, snapshot and analysis is read with sqlglot's BigQuery
 dialect, which on its own would quietly translate DuckDB syntax, so the checker also looks at the
