@@ -1,12 +1,16 @@
 """Fail when the dbt project's SQL would not run on BigQuery: `python .ci/check_bigquery_sql.py`.
 
-Compiles the whole project with `dbt compile --target bigquery` without credentials or a network
+Compiles the project with `dbt compile --target bigquery` without credentials or a network
 (a throwaway service-account key generated here, `--no-populate-cache --no-introspect`), into its
-own target path (default target/bigquery/) so the DuckDB artifacts in `target/` are left alone. Incremental models are
-compiled twice: as their first build and as an incremental run (environment variable
-ML_FEATURES_COMPILE_AS_INCREMENTAL, read by macros/is_incremental.sql). Then every compiled model,
-test, snapshot and analysis is read with sqlglot's BigQuery dialect, which on its own would quietly
-translate DuckDB syntax, so the checker also looks at the tokens and the tree for:
+own target path (default target/bigquery/) so the DuckDB artifacts in `target/` are left alone.
+The incremental models are left out: dbt's is_incremental() asks the warehouse whether the model's
+table exists, so they compile only with a warehouse. tests/python/test_bigquery_emulator.py checks
+them with `check_manifest` on what dbt compiles against the BigQuery emulator, in the first build
+and after the incremental run (the tables exist: dbt's own is_incremental() is true); `--skip-compile
+--target-path <a dbt target folder>` checks what any dbt command left there, e.g. a `dbt run
+--target bigquery`. Every compiled model, test, snapshot and analysis is read with sqlglot's BigQuery
+dialect, which on its own would quietly translate DuckDB syntax, so the checker also looks at the
+tokens and the tree for:
 
 - SQL that BigQuery cannot parse, and quotes doubled inside a string (`'it''s'`: DuckDB's escape,
   two adjacent literals to BigQuery);
@@ -137,29 +141,6 @@ class Problem:
         return f"{self.path}:{self.line}: {self.message}"
 
 
-@dataclass(frozen=True)
-class CompilePass:
-    """One `dbt compile` of the project: what it renders and where its artifacts go."""
-
-    name: str
-    folder: str
-    dbt_args: tuple[str, ...] = ()
-    environment: tuple[tuple[str, str], ...] = ()
-    only_incremental: bool = False
-
-
-COMPILE_PASSES = (
-    CompilePass("first build", "first_build"),
-    CompilePass(
-        "incremental run",
-        "incremental",
-        ("--select", "config.materialized:incremental"),
-        (("ML_FEATURES_COMPILE_AS_INCREMENTAL", "true"),),
-        only_incremental=True,
-    ),
-)
-
-
 @dataclass
 class CompiledNode:
     """A compiled model, test, snapshot or analysis."""
@@ -203,15 +184,11 @@ def write_placeholder_keyfile(path: Path) -> None:
 
 
 @contextmanager
-def environment_set(values: dict[str, str | None]) -> Iterator[None]:
-    """Set (or, for None, remove) environment variables for the length of the block."""
+def environment_set(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the length of the block."""
     saved = {name: os.environ.get(name) for name in values}
     try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        os.environ.update(values)
         yield
     finally:
         for name, value in saved.items():
@@ -231,38 +208,25 @@ def dbt_failure(result: object) -> str:
     return "\n".join(messages) or "see the dbt log"
 
 
-def compile_for_bigquery(project_dir: Path, target_root: Path) -> None:
-    """Parse the project once, then run every compile pass on that parse; raise CompileError on failure.
-
-    dbt runs in this process (dbtRunner): its imports and the parse are paid once for all passes.
-    """
+def compile_for_bigquery(project_dir: Path, target_path: Path) -> None:
+    """`dbt compile` the project for BigQuery, but its incremental models, into `target_path`; raise
+    CompileError on failure. dbt runs in this process (dbtRunner)."""
     from dbt.cli.main import dbtRunner
 
-    common = ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--target", "bigquery"]
-    common += ["--log-path", str(target_root / "logs"), "--quiet"]
+    arguments = ["compile", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir)]
+    arguments += ["--target", "bigquery", "--target-path", str(target_path), "--log-path", str(target_path / "logs")]
+    arguments += ["--quiet", "--no-populate-cache", "--no-introspect"]
+    # dbt's is_incremental() needs a warehouse (see above); the tests of those models do not: kept
+    arguments += ["--exclude", "config.materialized:incremental", "--indirect-selection", "empty"]
     with tempfile.TemporaryDirectory(prefix="bigquery-keyfile-") as key_dir:
         keyfile = Path(key_dir) / "placeholder-service-account.json"
         write_placeholder_keyfile(keyfile)
-        environment: dict[str, str | None] = {
-            "BIGQUERY_KEYFILE": str(keyfile),
-            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-            "ML_FEATURES_COMPILE_AS_INCREMENTAL": None,
-        }
+        environment = {"BIGQUERY_KEYFILE": str(keyfile), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
         with environment_set(environment):
-            parse_target = target_root / COMPILE_PASSES[0].folder
-            parsed = dbtRunner().invoke(["parse", *common, "--target-path", str(parse_target)])
-            if not parsed.success:
-                raise CompileError(f"dbt parse --target bigquery failed: {dbt_failure(parsed)}")
-            for compile_pass in COMPILE_PASSES:
-                target_path = target_root / compile_pass.folder
-                (target_path / "manifest.json").unlink(missing_ok=True)
-                arguments = ["compile", *common, "--target-path", str(target_path), "--no-populate-cache"]
-                arguments += ["--no-introspect", *compile_pass.dbt_args]
-                with environment_set(dict(compile_pass.environment)):
-                    compiled = dbtRunner(manifest=parsed.result).invoke(arguments)
-                if not compiled.success:
-                    failure = dbt_failure(compiled)
-                    raise CompileError(f"dbt compile --target bigquery ({compile_pass.name}) failed: {failure}")
+            (target_path / "manifest.json").unlink(missing_ok=True)
+            compiled = dbtRunner().invoke(arguments)
+    if not compiled.success:
+        raise CompileError(f"dbt compile --target bigquery failed: {dbt_failure(compiled)}")
 
 
 def display_path(path: Path) -> str:
@@ -272,21 +236,31 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def compiled_nodes(target_path: Path, only_incremental: bool = False) -> Iterator[CompiledNode]:
-    """The nodes one compile pass rendered, read from its manifest.json."""
+def read_manifest(target_path: Path) -> dict:
     manifest_file = target_path / "manifest.json"
     if not manifest_file.exists():
         raise CompileError(f"{manifest_file} is missing: run the check without --skip-compile")
-    manifest = json.loads(manifest_file.read_text())
+    return json.loads(manifest_file.read_text())
+
+
+def compiled_nodes(manifest: dict, sql_folder: Path, only_incremental: bool = False) -> Iterator[CompiledNode]:
+    """The models, tests, snapshots and analyses a dbt command compiled, from its manifest.
+
+    A node without its compiled file (YAML-defined snapshots have none), or whose file a later dbt
+    command rewrote, gets one under `sql_folder`, so the line numbers point at this SQL.
+    """
     for unique_id, node in sorted(manifest["nodes"].items()):
         if node["resource_type"] not in CHECKED_RESOURCE_TYPES or not node.get("compiled_code"):
             continue
         if only_incremental and node["config"].get("materialized") != "incremental":
             continue
-        compiled_path = Path(node["compiled_path"]) if node.get("compiled_path") else None
-        if compiled_path is None or not compiled_path.is_absolute():
-            # YAML-defined snapshots have no compiled file: write one, so the line numbers point somewhere
-            compiled_path = target_path / "compiled" / node["package_name"] / node["original_file_path"]
+        compiled_path = Path(node.get("compiled_path") or "")
+        if (
+            not compiled_path.is_absolute()
+            or not compiled_path.is_file()
+            or compiled_path.read_text() != node["compiled_code"]
+        ):
+            compiled_path = sql_folder / node["package_name"] / node["original_file_path"]
             compiled_path = compiled_path / f"{node['name']}.sql"
             compiled_path.parent.mkdir(parents=True, exist_ok=True)
             compiled_path.write_text(node["compiled_code"])
@@ -592,18 +566,18 @@ def config_problems(node: CompiledNode) -> Iterator[str]:
 # ---------------------------------------------------------------- the command
 
 
-def check_project(project_dir: Path, target_root: Path, functions: frozenset[str]) -> tuple[list[Problem], int]:
-    """All problems of every compile pass, and how many compiled files were read."""
+def check_manifest(
+    manifest: dict, sql_folder: Path, functions: frozenset[str], only_incremental: bool = False
+) -> tuple[list[Problem], list[str]]:
+    """The problems in what one dbt command compiled (its manifest), and the unique_ids read."""
     problems: list[Problem] = []
-    checked = 0
-    for compile_pass in COMPILE_PASSES:
-        suffix = "" if compile_pass is COMPILE_PASSES[0] else f" ({compile_pass.name})"
-        for node in compiled_nodes(target_root / compile_pass.folder, compile_pass.only_incremental):
-            checked += 1
-            for line, message in sql_problems(node.sql, functions):
-                problems.append(Problem(node.display_path, line, message + suffix))
-            for message in config_problems(node):
-                problems.append(Problem(node.source_path, 1, message))
+    checked = []
+    for node in compiled_nodes(manifest, sql_folder, only_incremental):
+        checked.append(node.unique_id)
+        for line, message in sql_problems(node.sql, functions):
+            problems.append(Problem(node.display_path, line, message))
+        for message in config_problems(node):
+            problems.append(Problem(node.source_path, 1, message))
     return sorted(set(problems), key=lambda problem: (problem.path, problem.line, problem.message)), checked
 
 
@@ -619,30 +593,30 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"where the BigQuery compile goes, relative to the project (default: {DEFAULT_TARGET_PATH})",
     )
     parser.add_argument("--allowlist", type=Path, default=DEFAULT_ALLOWLIST, help="BigQuery function names")
-    parser.add_argument("--skip-compile", action="store_true", help="check what the last compile left")
+    parser.add_argument(
+        "--skip-compile",
+        action="store_true",
+        help="check what the last dbt command left in the target path (any dbt target folder)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     project_dir = arguments.project_dir.resolve()
-    target_root = project_dir / (arguments.target_path or DEFAULT_TARGET_PATH)
+    target_path = project_dir / (arguments.target_path or DEFAULT_TARGET_PATH)
     functions = read_allowlist(arguments.allowlist)
-    if not arguments.skip_compile:
-        try:
-            compile_for_bigquery(project_dir, target_root)
-        except CompileError as error:
-            print(error, file=sys.stderr)
-            return 2
     try:
-        problems, checked = check_project(project_dir, target_root, functions)
+        if not arguments.skip_compile:
+            compile_for_bigquery(project_dir, target_path)
+        problems, checked = check_manifest(read_manifest(target_path), target_path / "checked", functions)
     except CompileError as error:
         print(error, file=sys.stderr)
         return 2
     for problem in problems:
         print(problem)
     verdict = f"{len(problems)} problem(s)" if problems else "no problems"
-    print(f"checked {checked} compiled file(s) for BigQuery: {verdict}")
+    print(f"checked {len(checked)} compiled file(s) for BigQuery: {verdict}")
     return 1 if problems else 0
 
 

@@ -1,13 +1,13 @@
 """Lint the SQL the project's macros write, with the project's sqlfluff rules: `python .ci/lint_macros.py`.
 
 sqlfluff's dbt templater lints models and tests but skips macro files, and reports nothing in the
-parts of a model a macro rendered. So this compiles the project (`dbt compile --no-introspect`: no
-warehouse, no credentials) twice, as a first build and as an incremental run
-(ML_FEATURES_COMPILE_AS_INCREMENTAL, macros/is_incremental.sql: the `is_incremental()` branches of
-macros are SQL too; a node whose SQL is the same both ways is linted once), lints the compiled SQL
-of every model and of every test of the project's generic tests with the raw templater and the
-rules of `.sqlfluff`, and keeps the findings on lines a macro file wrote (each macro line is
-matched with its `{{ ... }}` parts as wildcards).
+parts of a model a macro rendered. So this compiles the project (`dbt compile` against an empty
+throwaway DuckDB file: no data, no credentials; dbt's is_incremental() finds no table, so the
+incremental models compile as their first build), lints the compiled SQL of every model and of
+every test of the project's generic tests with the raw templater and the rules of `.sqlfluff`, and
+keeps the findings on lines a macro file wrote (each macro line is matched with its `{{ ... }}`
+parts as wildcards). The `is_incremental()` branches of macros compile only where the models' tables
+exist, so they are not linted here (tests/python/test_incremental.py runs them on DuckDB).
 Findings on a model's own lines are `sqlfluff lint models`'s; lines dbt's own macros wrote are not ours.
 
 Left out, because compiling changes them and the source does not have them: layout (the indentation
@@ -86,16 +86,13 @@ def macro_lines(macro_dir: Path, root: Path = PROJECT_DIR) -> list[MacroLine]:
     return lines
 
 
-def compile_project(target_path: Path, as_incremental: bool = False) -> dict:
-    """`dbt compile` every model and test without a warehouse, as a first build or as an incremental
-    run; the manifest it writes."""
+def compile_project(target_path: Path) -> dict:
+    """`dbt compile` every model and test against an empty throwaway warehouse; the manifest it writes."""
     environment = dict(os.environ)
-    environment["ML_FEATURES_COMPILE_AS_INCREMENTAL"] = "true" if as_incremental else "false"
     environment["DBT_TARGET_PATH"] = str(target_path)
-    # some macros ask for a connection even without introspection: a throwaway warehouse file
     environment["ML_FEATURES_DUCKDB_PATH"] = str(target_path / "lint.duckdb")
     target_path.mkdir(parents=True, exist_ok=True)
-    command = [str(Path(sys.executable).parent / "dbt"), "compile", "--no-introspect", "--no-populate-cache"]
+    command = [str(Path(sys.executable).parent / "dbt"), "compile", "--no-populate-cache"]
     command += ["--exclude", "test_type:unit", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
     completed = subprocess.run(command, cwd=PROJECT_DIR, env=environment, capture_output=True, text=True)
     if completed.returncode != 0:
@@ -189,27 +186,15 @@ def known_findings() -> set[tuple[str, str, str]]:
     return known
 
 
-def both_builds(first: dict, incremental: dict) -> list[tuple[str, str, set[str]]]:
-    """The compiled nodes of a first build, and those of an incremental run whose SQL differs
-    (named `<unique_id> (incremental)`)."""
-    nodes = sorted(compiled_sql(first))
-    seen = {(unique_id, sql) for unique_id, sql, _ in nodes}
-    for unique_id, sql, used in sorted(compiled_sql(incremental)):
-        if (unique_id, sql) not in seen:
-            nodes.append((f"{unique_id} (incremental)", sql, used))
-    return nodes
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lint-macros-") as scratch:
-        first = compile_project(Path(scratch) / "target")
-        incremental = compile_project(Path(scratch) / "target-incremental", as_incremental=True)
+        manifest = compile_project(Path(scratch) / "target")
         folder = Path(scratch) / "compiled"
         folder.mkdir()
         sources = {}
-        for number, (unique_id, sql, used) in enumerate(both_builds(first, incremental)):
+        for number, (unique_id, sql, used) in enumerate(sorted(compiled_sql(manifest))):
             file_name = f"{number:03d}.sql"
             (folder / file_name).write_text(sql)
             sources[file_name] = (unique_id, used)

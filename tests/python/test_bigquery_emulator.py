@@ -2,8 +2,11 @@
 the raw data loaded by our extract through dlt's bigquery destination, the first `dbt build`, the
 unit tests, the incremental models run again and the publish, against the `bigquery_emulator`
 target. Every failure must be in the one list of what the emulator cannot run
-(.ci/bigquery_emulator/limitations.py), and every listed node must still fail. The emulator's venv is
-built here when missing (pip, from PyPI): when it cannot be built or started the test fails.
+(.ci/bigquery_emulator/limitations.py), and every listed node must still fail. The SQL dbt compiles
+for the incremental models, in the first build and after the incremental run, passes the BigQuery
+dialect check (.ci/check_bigquery_sql.py, which cannot compile them without a warehouse). The
+emulator's venv is built here when missing (pip, from PyPI): when it cannot be built or started the
+test fails.
 
 Bugs of the BigQuery path this shows (each failed before its fix): the percentile macro returned an
 input value, not the interpolated median (1); the published tables were created unpartitioned (2);
@@ -23,6 +26,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
+import check_bigquery_sql
 from bigquery_emulator import limitations
 from bigquery_emulator.server import Emulator, running_emulator
 from demo.generate import generate
@@ -32,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DBT = str(Path(sys.executable).parent / "dbt")
 PASSED = ("success", "pass")
 FAILED = ("error", "fail", "runtime error")
+INCREMENTAL_COMPILE = "incremental compile"
 
 
 @dataclass
@@ -100,6 +105,8 @@ def emulator_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorR
         run_dbt(run, limitations.UNIT_TESTS, ["test", "--select", "resource_type:unit_test"])
         run_dbt(run, "publish", ["run-operation", "publish_gold_now"])
         run_dbt(run, limitations.INCREMENTAL_RUN, ["run", "--select", "config.materialized:incremental"])
+        # the run skips a model below one it failed: compiling reaches every one (their tables exist)
+        run_dbt(run, INCREMENTAL_COMPILE, ["compile", "--select", "config.materialized:incremental"])
         yield run
 
 
@@ -128,6 +135,51 @@ def test_only_listed_nodes_fail_on_the_emulator(emulator_run: EmulatorRun, step_
     # a skip is fine only below a listed failure
     unexplained = step.with_status("skipped") - descendants(step.manifest, failed)
     assert unexplained == set(), f"{step_name}: skipped without a listed failure above\n{step.summary()}"
+
+
+def incremental_models(manifest: dict) -> set[str]:
+    return {
+        unique_id
+        for unique_id, node in manifest["nodes"].items()
+        if node["resource_type"] == "model" and node["config"].get("materialized") == "incremental"
+    }
+
+
+def dialect_problems(run: EmulatorRun, step_name: str) -> tuple[list[str], list[str]]:
+    """The BigQuery dialect check (.ci/check_bigquery_sql.py) on the incremental models dbt compiled in
+    one step: the problems, and the models read."""
+    functions = check_bigquery_sql.read_allowlist(check_bigquery_sql.DEFAULT_ALLOWLIST)
+    sql_folder = run.folder / "dialect_check" / step_name.replace(" ", "_")
+    problems, checked = check_bigquery_sql.check_manifest(
+        run.steps[step_name].manifest, sql_folder, functions, only_incremental=True
+    )
+    return [str(problem) for problem in problems], checked
+
+
+@pytest.mark.parametrize("step_name", [limitations.FIRST_BUILD, INCREMENTAL_COMPILE])
+def test_the_incremental_models_pass_the_dialect_check(emulator_run: EmulatorRun, step_name: str) -> None:
+    """The credential-free check cannot compile the incremental models (dbt's is_incremental() asks
+    the warehouse whether their table exists): it reads what dbt compiled for them here, in the first
+    build and after the incremental run, where dbt's own is_incremental() is true. Every incremental
+    model is read, those the emulator fails to run (the list) and skips below them too."""
+    step = emulator_run.steps[step_name]
+    assert step.returncode == 0 or step_name == limitations.FIRST_BUILD, step.summary()
+    problems, checked = dialect_problems(emulator_run, step_name)
+    assert set(checked) == incremental_models(step.manifest) != set(), f"{step_name}: compiled {sorted(checked)}"
+    assert problems == [], f"{step_name}: SQL BigQuery would reject\n" + "\n".join(problems)
+
+
+def test_the_incremental_models_compiled_their_incremental_branch(emulator_run: EmulatorRun) -> None:
+    """The check above read the `is_incremental()` branch: dbt compiled every incremental model
+    otherwise than in the first build."""
+    first = emulator_run.steps[limitations.FIRST_BUILD].manifest["nodes"]
+    again = emulator_run.steps[INCREMENTAL_COMPILE].manifest["nodes"]
+    same = [
+        unique_id
+        for unique_id in incremental_models(emulator_run.steps[INCREMENTAL_COMPILE].manifest)
+        if again[unique_id].get("compiled_code") == first[unique_id].get("compiled_code")
+    ]
+    assert same == [], f"compiled as a first build again: {same}"
 
 
 def test_the_first_build_passes_at_least_110_nodes(emulator_run: EmulatorRun) -> None:

@@ -3,7 +3,7 @@ traced to the macro line that wrote it, only in the macros the node used; a mode
 
 from pathlib import Path
 
-from lint_macros import both_builds, lint, macro_findings, macro_lines
+from lint_macros import lint, macro_findings, macro_lines
 
 MACRO = """{% macro counted(relation) %}
     select
@@ -42,35 +42,3 @@ def test_a_finding_in_compiled_sql_names_the_macro_line(tmp_path: Path) -> None:
     ]
     # a node that did not call the macro: the same line is not the macro's
     assert macro_findings(report, {"000.sql": ("model.other", set())}, lines) == []
-
-
-def manifest(nodes: dict[str, str]) -> dict:
-    """A manifest of models of the project with this compiled SQL, calling no macro."""
-    return {
-        "macros": {},
-        "nodes": {
-            unique_id: {
-                "unique_id": unique_id,
-                "package_name": "ml_features",
-                "resource_type": "model",
-                "compiled_code": sql,
-                "depends_on": {"macros": []},
-            }
-            for unique_id, sql in nodes.items()
-        },
-    }
-
-
-def test_the_incremental_branch_of_a_model_is_linted_too() -> None:
-    first = manifest({"model.ml_features.days": "select 1 as day_number", "model.ml_features.view": "select 2 as n"})
-    incremental = manifest(
-        {
-            "model.ml_features.days": "select 1 as day_number cross join (select 3 as n) as built",
-            "model.ml_features.view": "select 2 as n",
-        }
-    )
-    assert [(unique_id, sql) for unique_id, sql, _ in both_builds(first, incremental)] == [
-        ("model.ml_features.days", "select 1 as day_number"),
-        ("model.ml_features.view", "select 2 as n"),
-        ("model.ml_features.days (incremental)", "select 1 as day_number cross join (select 3 as n) as built"),
-    ]
