@@ -6,8 +6,9 @@ throwaway DuckDB file: no data, no credentials; dbt's is_incremental() finds no 
 incremental models compile as their first build), lints the compiled SQL of every model and of
 every test of the project's generic tests with the raw templater and the rules of `.sqlfluff`, and
 keeps the findings on lines a macro file wrote (each macro line is matched with its `{{ ... }}`
-parts as wildcards). The `is_incremental()` branches of macros compile only where the models' tables
-exist, so they are not linted here (tests/python/test_incremental.py runs them on DuckDB).
+parts as wildcards). The `is_incremental()` branches compile where a model's table exists (dbt's own
+is_incremental()), so the incremental models are compiled a second time after an empty table with
+their documented columns is created for each: their incremental runs' SQL is linted too.
 Findings on a model's own lines are `sqlfluff lint models`'s; lines dbt's own macros wrote are not ours.
 
 Left out, because compiling changes them and the source does not have them: layout (the indentation
@@ -30,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PROJECT = "ml_features"
 KNOWN_FILE = Path(__file__).resolve().parent / "macro_lint_known.txt"
@@ -38,6 +41,8 @@ COMPILE_ARTIFACT_RULES = ["layout", "references.quoting", "capitalisation.types"
 JINJA_EXPRESSION = re.compile(r"{{.*?}}|{%.*?%}|{#.*?#}")
 # a macro line that is only Jinja, a comment or too short to tell apart is not matched
 MIN_LITERAL_CHARACTERS = 8
+# the incremental models and the tests on them, compiled again once their tables exist
+INCREMENTAL = ["config.materialized:incremental"]
 
 
 @dataclass(frozen=True)
@@ -86,20 +91,45 @@ def macro_lines(macro_dir: Path, root: Path = PROJECT_DIR) -> list[MacroLine]:
     return lines
 
 
-def compile_project(target_path: Path) -> dict:
-    """`dbt compile` every model and test against an empty throwaway warehouse; the manifest it writes."""
+def compile_project(target_path: Path, warehouse: Path, select: list[str] | None = None) -> dict:
+    """`dbt compile` (every model and test, or `select`) against the throwaway warehouse; the manifest
+    it writes."""
     environment = dict(os.environ)
     environment["DBT_TARGET_PATH"] = str(target_path)
-    environment["ML_FEATURES_DUCKDB_PATH"] = str(target_path / "lint.duckdb")
+    environment["ML_FEATURES_DUCKDB_PATH"] = str(warehouse)
     target_path.mkdir(parents=True, exist_ok=True)
     command = [str(Path(sys.executable).parent / "dbt"), "compile", "--no-populate-cache"]
     command += ["--exclude", "test_type:unit", "--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
+    command += ["--select", *select] if select else []
     completed = subprocess.run(command, cwd=PROJECT_DIR, env=environment, capture_output=True, text=True)
     if completed.returncode != 0:
         print((completed.stdout + completed.stderr)[-3000:], file=sys.stderr)
         print("lint_macros: dbt compile failed", file=sys.stderr)
         sys.exit(2)
     return json.loads((target_path / "manifest.json").read_text())
+
+
+def create_incremental_tables(manifest: dict, warehouse: Path) -> None:
+    """An empty table for each incremental model, with its documented columns (as text: compiling
+    reads at most a maximum of them), so dbt's is_incremental() is true when it compiles again."""
+    with duckdb.connect(str(warehouse)) as connection:
+        for node in manifest["nodes"].values():
+            if node["resource_type"] != "model" or node["config"].get("materialized") != "incremental":
+                continue
+            columns = ", ".join(f'"{name}" varchar' for name in node["columns"]) or "placeholder varchar"
+            connection.execute(f'create schema if not exists "{node["schema"]}"')
+            connection.execute(f'create table "{node["schema"]}"."{node["alias"]}" ({columns})')
+
+
+def both_builds(first: dict, incremental: dict) -> list[tuple[str, str, set[str]]]:
+    """The compiled nodes of a first build, and those of an incremental run whose SQL differs
+    (named `<unique_id> (incremental)`)."""
+    nodes = sorted(compiled_sql(first))
+    seen = {(unique_id, sql) for unique_id, sql, _ in nodes}
+    for unique_id, sql, used in sorted(compiled_sql(incremental)):
+        if (unique_id, sql) not in seen:
+            nodes.append((f"{unique_id} (incremental)", sql, used))
+    return nodes
 
 
 def compiled_sql(manifest: dict) -> Iterator[tuple[str, str, set[str]]]:
@@ -190,11 +220,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lint-macros-") as scratch:
-        manifest = compile_project(Path(scratch) / "target")
+        warehouse = Path(scratch) / "lint.duckdb"
+        first = compile_project(Path(scratch) / "target", warehouse)
+        create_incremental_tables(first, warehouse)
+        incremental = compile_project(Path(scratch) / "target-incremental", warehouse, INCREMENTAL)
         folder = Path(scratch) / "compiled"
         folder.mkdir()
         sources = {}
-        for number, (unique_id, sql, used) in enumerate(sorted(compiled_sql(manifest))):
+        for number, (unique_id, sql, used) in enumerate(both_builds(first, incremental)):
             file_name = f"{number:03d}.sql"
             (folder / file_name).write_text(sql)
             sources[file_name] = (unique_id, used)
