@@ -1,11 +1,11 @@
 {#-
     Helpers for reading dlt's raw tables.
 
-    completed_loads: the load ids dlt finished (status 0 in `_dlt_loads`). Staging reads only
+    completed_loads(loads): the load ids dlt finished (status 0 in `loads`, a source's `_dlt_loads`). Staging reads only
     rows of completed loads, so a load killed half-way is never seen downstream.
 -#}
-{% macro completed_loads(source_name) -%}
-    select load_id from {{ source(source_name, '_dlt_loads') }} where status = 0
+{% macro completed_loads(loads) -%}
+    select load_id from {{ loads }} where status = 0
 {%- endmacro %}
 
 

@@ -62,7 +62,7 @@ raw_loads as (
 ),
 
 completed as (
-    {{ completed_loads(source_name) }}
+    {{ completed_loads(source(source_name, '_dlt_loads')) }}
 ),
 
 unfinished as (

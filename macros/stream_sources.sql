@@ -14,13 +14,13 @@
 {%- endmacro %}
 
 
-{#- stream_rows(table, columns): the rows of `raw_stream.<table>` of completed dlt loads, or, before
-    the consumer ever loaded one, no rows with `columns` and dlt's `_dlt_load_id`, `_dlt_id` (all text) -#}
-{% macro stream_rows(table, columns) -%}
-    {%- set raw = source('stream', table) -%}
-    {%- if relation_exists(raw) and relation_exists(source('stream', '_dlt_loads')) -%}
+{#- stream_rows(raw, loads, columns): the rows of the stream's table `raw` of completed dlt loads
+    (`loads`: its `_dlt_loads`), or, before the consumer ever loaded one, no rows with `columns` and
+    dlt's `_dlt_load_id`, `_dlt_id` (all text) -#}
+{% macro stream_rows(raw, loads, columns) -%}
+    {%- if relation_exists(raw) and relation_exists(loads) -%}
         select * from {{ raw }}
-        where _dlt_load_id in ({{ completed_loads('stream') }})
+        where _dlt_load_id in ({{ completed_loads(loads) }})
     {%- else -%}
         select
             {%- for column in columns + ['_dlt_load_id', '_dlt_id'] %}

@@ -11,29 +11,32 @@
 -- row staging lost, or a kept row counted twice or that raw does not hold, fails it; more kept than
 -- raw rows in a load fails the per-load test (duplicates_removed >= 0).
 -- A file the extract could not read counts as one raw row of the table its rows were for (below).
-{#- each raw table: its name here, the dbt source it belongs to, the relation holding the rows
-    staging kept of it (for transactions and events the validated tables, which hold every staged
-    row: computing staging's deduplication again would cost a full pass), and how many raw rows each
-    kept row stands for (`rows_in_raw`; fx rates and chargebacks are not deduplicated) -#}
+{#- each raw table: its name here, its source's `_dlt_loads` (the loads dlt completed), the relation
+    holding the rows staging kept of it (for transactions and events the validated tables, which hold
+    every staged row: computing staging's deduplication again would cost a full pass), and how many
+    raw rows each kept row stands for (`rows_in_raw`; fx rates and chargebacks are not deduplicated) -#}
 {#- Transactions and events of the batch sources and of the stream are validated together: their
     rows are told apart by source_table (null: validated before the column existed, the batch source's) -#}
 {%- set transactions_of_app = "coalesce(source_table, 'app.transactions') = 'app.transactions'" %}
 {%- set events_of_files = "coalesce(source_table, 'events.events') = 'events.events'" %}
 {%- set raw_tables = [
-    ('app.users', source('app', 'users'), 'app', ref('stg_app__users'), 'rows_in_raw', 'true'),
-    ('app.transactions', source('app', 'transactions'), 'app', ref('int_transactions_validated'), 'rows_in_raw',
-        transactions_of_app),
-    ('events.events', source('events', 'events'), 'events', ref('int_events_validated'), 'rows_in_raw', events_of_files),
-    ('fx.rates', source('fx', 'rates'), 'fx', ref('stg_fx__rates'), '1', 'true'),
-    ('chargebacks.chargebacks', source('chargebacks', 'chargebacks'), 'chargebacks', ref('stg_chargebacks__chargebacks'), '1', 'true'),
+    ('app.users', source('app', 'users'), source('app', '_dlt_loads'), ref('stg_app__users'), 'rows_in_raw', 'true'),
+    ('app.transactions', source('app', 'transactions'), source('app', '_dlt_loads'), ref('int_transactions_validated'),
+        'rows_in_raw', transactions_of_app),
+    ('events.events', source('events', 'events'), source('events', '_dlt_loads'), ref('int_events_validated'),
+        'rows_in_raw', events_of_files),
+    ('fx.rates', source('fx', 'rates'), source('fx', '_dlt_loads'), ref('stg_fx__rates'), '1', 'true'),
+    ('chargebacks.chargebacks', source('chargebacks', 'chargebacks'), source('chargebacks', '_dlt_loads'),
+        ref('stg_chargebacks__chargebacks'), '1', 'true'),
 ] %}
 {#- a file the extract could not read loads no rows: its row in raw_<source>.rejected_files counts as
     one raw row of the table its rows were for, staged and quarantined (unreadable_file), in the load
     that recorded the rejection; it is never a duplicate -#}
 {%- set rejected_files = [
-    ('events.events', source('events', 'rejected_files'), 'events', ref('stg_events__rejected_files'), 'true', 'true'),
-    ('chargebacks.chargebacks', source('chargebacks', 'rejected_files'), 'chargebacks', ref('stg_chargebacks__rejected_files'),
-        'true', 'true'),
+    ('events.events', source('events', 'rejected_files'), source('events', '_dlt_loads'),
+        ref('stg_events__rejected_files'), 'true', 'true'),
+    ('chargebacks.chargebacks', source('chargebacks', 'rejected_files'), source('chargebacks', '_dlt_loads'),
+        ref('stg_chargebacks__rejected_files'), 'true', 'true'),
 ] %}
 {#- the stream's tables, once the real-time consumer has loaded them: its transactions and events like the
     batch sources'; a record the ingestion service rejected (a dead letter) counts as one raw row of the
@@ -42,14 +45,15 @@
     {%- for table in ['transactions', 'events'] %}
         {%- if relation_exists(source('stream', table)) %}
             {%- do raw_tables.append((
-                'stream.' ~ table, source('stream', table), 'stream',
+                'stream.' ~ table, source('stream', table), source('stream', '_dlt_loads'),
                 ref('int_transactions_validated' if table == 'transactions' else 'int_events_validated'), 'rows_in_raw',
                 "source_table = 'stream." ~ table ~ "'"
             )) %}
         {%- endif %}
         {%- if relation_exists(source('stream', 'dead_letters')) %}
             {%- do rejected_files.append((
-                'stream.' ~ table, source('stream', 'dead_letters'), 'stream', ref('stg_stream__dead_letters'),
+                'stream.' ~ table, source('stream', 'dead_letters'), source('stream', '_dlt_loads'),
+                ref('stg_stream__dead_letters'),
                 "kind = '" ~ table ~ "'", "source_table = 'stream." ~ table ~ "'"
             )) %}
         {%- endif %}
@@ -59,23 +63,23 @@ with
 
 -- every raw row of a completed load, and every rejected file (one row each)
 raw_counts_by_relation as (
-    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw, staged_filter in raw_tables %}
+    {%- for source_table, raw_relation, dlt_loads, staged_relation, kept_rows_in_raw, staged_filter in raw_tables %}
         select
             '{{ source_table }}' as source_table,
             _dlt_load_id as source_load_id,
             count(*) as raw_rows
         from {{ raw_relation }}
-        where _dlt_load_id in ({{ completed_loads(source_name) }})
+        where _dlt_load_id in ({{ completed_loads(dlt_loads) }})
         group by _dlt_load_id
         union all
     {%- endfor %}
-    {%- for source_table, files_relation, source_name, staged_files, raw_filter, staged_filter in rejected_files %}
+    {%- for source_table, files_relation, dlt_loads, staged_files, raw_filter, staged_filter in rejected_files %}
         select
             '{{ source_table }}' as source_table,
             _dlt_load_id as source_load_id,
             count(*) as raw_rows
         from {{ files_relation }}
-        where {{ raw_filter }} and _dlt_load_id in ({{ completed_loads(source_name) }})
+        where {{ raw_filter }} and _dlt_load_id in ({{ completed_loads(dlt_loads) }})
         group by _dlt_load_id
         {% if not loop.last %}
             union all
@@ -94,7 +98,7 @@ raw_counts as (
 
 -- the rows staging kept; rows_in_raw - 1 is how many duplicates staging says it collapsed into each
 staged_rows as (
-    {%- for source_table, raw_relation, source_name, staged_relation, kept_rows_in_raw, staged_filter in raw_tables %}
+    {%- for source_table, raw_relation, dlt_loads, staged_relation, kept_rows_in_raw, staged_filter in raw_tables %}
         select
             '{{ source_table }}' as source_table,
             source_load_id,
@@ -104,7 +108,7 @@ staged_rows as (
         where {{ staged_filter }}
         union all
     {%- endfor %}
-    {%- for source_table, files_relation, source_name, staged_files, raw_filter, staged_filter in rejected_files %}
+    {%- for source_table, files_relation, dlt_loads, staged_files, raw_filter, staged_filter in rejected_files %}
         select
             '{{ source_table }}' as source_table,
             source_load_id,

@@ -17,7 +17,7 @@ with
 
 source as (
     select * from {{ raw_transactions }}
-    where _dlt_load_id in ({{ completed_loads('app') }})
+    where _dlt_load_id in ({{ completed_loads(source('app', '_dlt_loads')) }})
 ),
 
 typed as (

@@ -16,7 +16,7 @@ deduplicated as (
         key=user_id,
         order_by=updated_at ~ ' desc nulls last, _dlt_load_id desc, _dlt_id asc',
         row_id='_dlt_id',
-        where='_dlt_load_id in (' ~ completed_loads('app') ~ ')'
+        where='_dlt_load_id in (' ~ completed_loads(source('app', '_dlt_loads')) ~ ')'
     ) }}
 ),
 

@@ -4,7 +4,7 @@ with
 
 source as (
     select * from {{ raw_chargebacks }}
-    where _dlt_load_id in ({{ completed_loads('chargebacks') }})
+    where _dlt_load_id in ({{ completed_loads(source('chargebacks', '_dlt_loads')) }})
 ),
 
 typed as (

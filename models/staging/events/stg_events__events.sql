@@ -7,7 +7,7 @@ with
 
 source as (
     select * from {{ raw_events }}
-    where _dlt_load_id in ({{ completed_loads('events') }})
+    where _dlt_load_id in ({{ completed_loads(source('events', '_dlt_loads')) }})
 ),
 
 typed as (

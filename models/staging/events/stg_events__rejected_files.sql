@@ -4,7 +4,7 @@ with
 
 source as (
     select * from {{ source('events', 'rejected_files') }}
-    where _dlt_load_id in ({{ completed_loads('events') }})
+    where _dlt_load_id in ({{ completed_loads(source('events', '_dlt_loads')) }})
 ),
 
 renamed as (

@@ -2,7 +2,7 @@ with
 
 source as (
     select * from {{ source('fx', 'rates') }}
-    where _dlt_load_id in ({{ completed_loads('fx') }})
+    where _dlt_load_id in ({{ completed_loads(source('fx', '_dlt_loads')) }})
 ),
 
 renamed as (

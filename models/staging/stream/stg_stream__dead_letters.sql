@@ -4,7 +4,7 @@
 with
 
 source as (
-    {{ stream_rows('dead_letters', [
+    {{ stream_rows(source('stream', 'dead_letters'), source('stream', '_dlt_loads'), [
         'kind', 'record_key', 'record', 'problems', 'rejection_rule', 'rejection_reason', 'received_at',
         '_stream_message_id'
     ]) }}

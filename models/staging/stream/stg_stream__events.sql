@@ -4,7 +4,7 @@
 with
 
 source as (
-    {{ stream_rows('events', [
+    {{ stream_rows(source('stream', 'events'), source('stream', '_dlt_loads'), [
         'event_id', 'user_id', 'session_id', 'event_type', 'device_type', 'occurred_at', 'properties',
         '_stream_message_id'
     ]) }}

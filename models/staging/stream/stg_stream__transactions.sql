@@ -6,7 +6,7 @@
 with
 
 source as (
-    {{ stream_rows('transactions', [
+    {{ stream_rows(source('stream', 'transactions'), source('stream', '_dlt_loads'), [
         'transaction_id', 'user_id', 'amount', 'currency', 'status', 'device_type', 'created_at', 'updated_at',
         '_stream_message_id'
     ]) }}
