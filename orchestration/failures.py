@@ -24,8 +24,14 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from dagster import AssetExecutionContext, Backoff, Failure, RetryPolicy, RetryRequested
-from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster import (
+    AssetExecutionContext,
+    Backoff,
+    DagsterExecutionInterruptedError,
+    Failure,
+    RetryPolicy,
+    RetryRequested,
+)
 
 from pipeline.processes import stop_signals
 from pipeline.transient import transient_reason

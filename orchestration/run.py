@@ -11,11 +11,11 @@ import contextlib
 import datetime as dt
 import os
 import signal
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
-from dagster._core.utils import make_new_run_id
 
 from extract.load import data_dir
 from orchestration.instance import PID_TAG, dagster_home, fail_dead_runs, get_instance
@@ -124,7 +124,7 @@ def materialize(options: RunOptions, home: Path, output: Path, selection: list[A
         if options.full_refresh and not options.skip_build
         else {}
     )
-    run_id = make_new_run_id()
+    run_id = str(uuid.uuid4())  # a Dagster run id
     log(
         f"[run] {run_id}: daily job, partition {options.day}, target {os.environ.get('DBT_TARGET', 'dev')} "
         f"(DAGSTER_HOME {home})"
