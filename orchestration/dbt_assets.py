@@ -31,10 +31,12 @@ from pipeline.reporting.run_summary import failed_node_lines
 from pipeline.transient import LOCK_MESSAGE, describe_lock
 from pipeline.warehouse.connections import connect
 from pipeline.warehouse.dbt_runner import RUN_SETTINGS, DbtSummary, summarise
-from pipeline.warehouse.monitoring import first_days, last_publish_time
+from pipeline.warehouse.monitoring import first_days, last_publish_time, read_manifest
 from pipeline.warehouse.published import published_path, refresh_published
 
 PROGRESS_EVERY = 5.0
+# dbt's manifest of this process's asset graph: the run's day planning reads the same one
+MANIFEST = manifest_path()
 # how long dbt gets to cancel its queries and exit on SIGINT before it is killed
 DBT_STOP_SECONDS = 30.0
 
@@ -52,7 +54,7 @@ def run_settings(day: dt.date, as_of: dt.date, full_refresh: bool) -> dict[str, 
     if full_refresh or not on_duckdb():
         return settings
     with connect(duckdb_path(), read_only=True) as connection:
-        days = first_days(connection, last_publish_time(connection))
+        days = first_days(connection, last_publish_time(connection), read_manifest(MANIFEST))
     from_date = min(days.affected or day, day)
     tested_from_date = min(days.loaded or from_date, from_date)
     return settings | {
@@ -129,7 +131,7 @@ def publish_file() -> None:
 
 
 @dbt_assets(
-    manifest=manifest_path(),
+    manifest=MANIFEST,
     dagster_dbt_translator=Translator(),
     partitions_def=daily,
     backfill_policy=ONE_DAY_PER_RUN,

@@ -97,16 +97,25 @@ class DaysToRun:
     loaded: dt.date | None
 
 
-def first_days(connection: duckdb.DuckDBPyConnection, since: dt.datetime | None) -> DaysToRun:
+def first_days(
+    connection: duckdb.DuckDBPyConnection, since: dt.datetime | None, manifest: dict | None = None
+) -> DaysToRun:
     """The days of the loads finished after `since` (every load when None), from dbt's view
     planning_load_days: the earliest day their rows can change and the earliest they land on.
 
-    FIRST_DAY when that view, or a model it depends on (the relations it reads, the day-partitioned
-    gold models), is not built yet: a first build, a model added since, a warehouse built before the
-    view. They come from dbt's manifest, so a renamed model is checked under its new name.
+    `manifest`: dbt's manifest the build runs with (a run passes the one dagster-dbt loaded; default:
+    the one in dbt's target folder). FIRST_DAY when the view, or a model it depends on (the relations
+    it reads, the day-partitioned gold models), is not built yet: a first build, a model added since,
+    a warehouse built before the view. A manifest without the view is an error: no run could then
+    tell which days to build.
     """
-    relations = planning_relations(read_manifest())
-    if not relations or not set(relations) <= relations_in(connection):
+    relations = planning_relations(manifest if manifest is not None else read_manifest())
+    if not relations:
+        raise RuntimeError(
+            f"dbt's manifest has no model {PLANNING_MODEL} (models/monitoring/planning/): "
+            "the run cannot tell which days its new loads change"
+        )
+    if not set(relations) <= relations_in(connection):
         return DaysToRun(FIRST_DAY, FIRST_DAY)
     planning = ".".join(relations[0])
     affected: list[dt.date] = []
@@ -168,8 +177,9 @@ class Freshness:
         return "ok"
 
 
-def read_manifest() -> dict:
-    path = Path(target_path()) / "manifest.json"
+def read_manifest(path: Path | None = None) -> dict:
+    """dbt's manifest at `path` (default: in dbt's target folder), {} when there is none."""
+    path = path or Path(target_path()) / "manifest.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import duckdb
+import pytest
 from conftest import Warehouse, new_app_load
 
 from pipeline.warehouse.monitoring import FIRST_DAY, DaysToRun, first_days, planning_relations, read_manifest
@@ -102,3 +103,19 @@ def test_a_relation_the_plan_needs_not_built_yet_means_every_day(warehouse_copy:
             assert first_days(connection, since) == DaysToRun(FIRST_DAY, FIRST_DAY), relation
             connection.execute(f"alter {kind} {relation}_away rename to {name}")
             assert first_days(connection, since) == DaysToRun(None, None)
+
+
+def test_a_run_plans_with_the_manifest_it_builds_with(
+    warehouse_copy: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run passes the manifest its asset graph was made from: the plan must not depend on what dbt's
+    target folder holds at that moment (a process that imported the graph before DBT_TARGET_PATH
+    pointed elsewhere planned every day, silently); a manifest without the planning view is an error."""
+    manifest = read_manifest()
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        since = connection.sql("select cast(now() as timestamp)").fetchone()[0]
+        stream_load(connection, "planned-2", "2026-08-11 09:00:00")
+        monkeypatch.setenv("DBT_TARGET_PATH", str(tmp_path / "elsewhere"))
+        assert first_days(connection, since, manifest) == DaysToRun(dt.date(2026, 8, 11), dt.date(2026, 8, 11))
+        with pytest.raises(RuntimeError, match="no model planning_load_days"):
+            first_days(connection, since)  # no manifest in the target folder now
