@@ -137,9 +137,15 @@ def last_run_rows(data_dir: Path, stage: str) -> int:
 
 
 def last_dbt_target(target: Path) -> Path:
-    """The artifacts folder of the last dbt build (dagster-dbt gives each invocation its own:
-    target/dbt_models-<run id>-<n>, with its manifest, run_results and compiled SQL)."""
-    return max(target.glob("dbt_models-*/run_results.json"), key=lambda path: path.stat().st_mtime).parent
+    """The artifacts folder of the last `dbt build` (dagster-dbt gives each invocation its own:
+    target/dbt_models-<run id>-<n>, with its manifest, run_results and compiled SQL; the tests run
+    after the publish have theirs)."""
+    builds = [
+        path
+        for path in target.glob("dbt_models-*/run_results.json")
+        if json.loads(path.read_text())["args"]["which"] == "build"
+    ]
+    return max(builds, key=lambda path: path.stat().st_mtime).parent
 
 
 def pipeline_stage(

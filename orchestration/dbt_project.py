@@ -23,7 +23,10 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings
 from orchestration.settings import dbt_target
 from pipeline.warehouse.dbt_runner import PROJECT_DIR, target_path
 
-PARSED_FROM = ("models", "macros", "seeds", "snapshots", "tests/singular", "dbt_project.yml", "profiles.yml")
+PARSED_FROM = (
+    *("models", "macros", "seeds", "snapshots", "tests/singular"),
+    *("dbt_project.yml", "profiles.yml", "selectors.yml"),
+)
 PARTIAL_PARSE = "partial_parse.msgpack"
 GROUPS = {"staging": "validate", "monitoring": "validate", "intermediate": "transform", "marts": "features"}
 

@@ -7,14 +7,13 @@ instance (run records, step stats, materializations, check evaluations), and the
 """
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import AssetCheckSeverity, DagsterEventType, DagsterInstance
 
 from orchestration.monitoring import ALERTS_TAG, GOLD_ROWS_CHECK, NOT_DATA, ROWS_LOADED_CHECK, utc, value
-from pipeline.warehouse.dbt_runner import target_path
+from pipeline.warehouse.dbt_runner import step_run_results
 
 
 @dataclass
@@ -111,16 +110,9 @@ def recent_runs(instance: DagsterInstance, limit: int = 10) -> list[RunInfo]:
 
 
 def dbt_invocation(run_id: str) -> str | None:
-    """The invocation id of the run's last `dbt build` (its run_results.json), None without one."""
-    found = sorted(
-        target_path().glob(f"dbt_models-{run_id[:7]}-*/run_results.json"), key=lambda path: path.stat().st_mtime
-    )
-    if not found:
-        return None
-    try:
-        return json.loads(found[-1].read_text())["metadata"]["invocation_id"]
-    except (OSError, ValueError, KeyError):
-        return None
+    """The invocation id of the run's last `dbt build`, None without one."""
+    documents = step_run_results(run_id)
+    return documents[0]["metadata"]["invocation_id"] if documents else None
 
 
 @dataclass

@@ -2,7 +2,6 @@
 checks, failures) and from the warehouse (the quarantine)."""
 
 import datetime as dt
-import json
 
 import duckdb
 from dagster import DagsterEventType, DagsterInstance
@@ -13,7 +12,7 @@ from orchestration.settings import on_duckdb
 from pipeline.console import first_line, log, seconds
 from pipeline.reporting.run_summary import quarantine_by_table, quarantine_lines, warned_lines, warned_tests
 from pipeline.warehouse.connections import WarehouseLocked, connect
-from pipeline.warehouse.dbt_runner import DbtSummary, summarise, target_path
+from pipeline.warehouse.dbt_runner import DbtSummary, step_run_results, summarise
 
 
 def value(metadata: dict, name: str) -> object:
@@ -22,13 +21,14 @@ def value(metadata: dict, name: str) -> object:
 
 
 def dbt_results(run_id: str) -> DbtSummary | None:
-    """What dbt recorded for the run's last `dbt build` (run_results.json in the folder dagster-dbt
-    gives each invocation: target/dbt_models-<run id>-<n>), None when it wrote none."""
-    found = sorted(target_path().glob(f"dbt_models-{run_id[:7]}-*/run_results.json"), key=lambda p: p.stat().st_mtime)
-    if not found:
+    """What dbt recorded for the run's last `dbt build` and the tests run after its publish (the
+    invocation id is the build's), None when it wrote nothing."""
+    documents = step_run_results(run_id)
+    if not documents:
         return None
     summary = DbtSummary(success=True)
-    summarise(json.loads(found[-1].read_text()), summary)
+    for document in documents:
+        summarise(document, summary)
     return summary
 
 

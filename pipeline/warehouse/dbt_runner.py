@@ -47,6 +47,23 @@ def target_path() -> Path:
     return Path(os.environ.get("DBT_TARGET_PATH", PROJECT_DIR / "target"))
 
 
+def step_run_results(run_id: str) -> list[dict]:
+    """What dbt recorded in a pipeline run's dbt step (dagster-dbt gives each invocation a folder:
+    target/dbt_models-<run id>-<n>): the run_results.json of its last `dbt build` and of the tests
+    run after its publish, oldest first; [] when dbt wrote none."""
+    found = sorted(target_path().glob(f"dbt_models-{run_id[:7]}-*/run_results.json"), key=lambda p: p.stat().st_mtime)
+    documents: list[dict] = []
+    for path in found:
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):  # a dbt killed while writing it
+            continue
+        if document.get("args", {}).get("which") == "build":  # a retry's build replaces what came before
+            documents = []
+        documents.append(document)
+    return documents
+
+
 def dbt_command(args: list[str], target: str | None, dbt_vars: dict[str, object] | None) -> list[str]:
     command = [str(Path(sys.executable).parent / "dbt"), *args]
     command += ["--project-dir", str(PROJECT_DIR), "--profiles-dir", str(PROJECT_DIR)]
@@ -94,9 +111,9 @@ def run_dbt(
 
 
 def summarise(run_results: dict, summary: DbtSummary) -> None:
-    """Fill `summary` from a run_results.json document."""
-    summary.invocation_id = run_results["metadata"]["invocation_id"]
-    summary.elapsed = run_results.get("elapsed_time") or 0.0
+    """Add a run_results.json document to `summary` (its invocation id stays the first document's)."""
+    summary.invocation_id = summary.invocation_id or run_results["metadata"]["invocation_id"]
+    summary.elapsed += run_results.get("elapsed_time") or 0.0
     for result in run_results["results"]:
         resource_type = result["unique_id"].split(".")[0]
         summary.counts[(resource_type, result["status"])] += 1

@@ -3,6 +3,9 @@
 -- it to the speed layer's days while the batch layer still serves the old one). The batch layer's
 -- own rows are fct_transaction_features', whose key is tested there. Every row, on a day's run too:
 -- one pass over the speed layer (computing it is most of the cost of reading the view).
+-- Tagged after_publish: the pipeline runs it once the gold it reads is published, so it checks what
+-- consumers are served (orchestration/dbt_assets.py); a `dbt build` by hand runs it with the rest.
+{{ config(tags=['after_publish']) }}
 with
 
 speed as (

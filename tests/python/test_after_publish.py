@@ -1,0 +1,90 @@
+"""The tests of the views consumers read over the published gold (tag `after_publish`: the realtime
+view's key test, and any a user tags so) run in a second dbt invocation right after the publish: they
+check what is served now. One that fails fails the run, loudly, naming it; the gold it read, whose own
+tests passed, stays published."""
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO_ROOT, RUN_DATE, Warehouse
+
+# a test a user adds over the realtime view and tags after_publish; it keeps every speed-layer row,
+# so it fails whenever the view serves one (a run's last day always has some)
+USER_TEST = """
+{{ config(tags=['after_publish']) }}
+select transaction_id from {{ ref('realtime_transaction_features') }} where served_from = 'speed'
+"""
+
+
+def project_copy(destination: Path) -> Path:
+    """The repository's tracked files (code and dbt project) in `destination`."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    return destination
+
+
+def test_a_failing_after_publish_test_fails_the_run_after_the_publish(
+    warehouse_copy: Warehouse, tmp_path: Path
+) -> None:
+    project = project_copy(tmp_path / "project")
+    (project / "tests" / "singular" / "assert_user_speed_layer_is_empty.sql").write_text(USER_TEST)
+    skips = ["--skip-extract", "--skip-export", "--skip-train"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--date", RUN_DATE, *skips],
+        cwd=project,
+        env=os.environ | {"PYTHONPATH": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    assert "[build] dbt test --selector after_publish" in output, output
+    assert "validation failed: 1 dbt test(s) and 0 other node(s) failed; gold was published (its own tests passed)" in (
+        output
+    )
+    assert "assert_user_speed_layer_is_empty" in output
+    assert "[train]" not in output  # nothing after the failed step ran
+
+    # the build, then the after-publish tests, each its own dbt invocation of the run
+    documents = [
+        json.loads(path.read_text()) for path in (warehouse_copy.data_dir / "target").glob("*/run_results.json")
+    ]
+    runs = sorted(
+        (doc for doc in documents if doc["args"]["which"] in ("build", "test")),
+        key=lambda doc: doc["metadata"]["generated_at"],
+    )
+    build, tests = runs[-2:]
+    assert (build["args"]["which"], tests["args"]["which"]) == ("build", "test")
+    built = {result["unique_id"].split(".")[2] for result in build["results"]}
+    assert "assert_realtime_serves_each_transaction_once" not in built and "fct_transaction_features" in built
+    tested = {
+        result["unique_id"].split(".")[2]: result["status"]
+        for result in tests["results"]
+        if result["unique_id"].startswith("test.")
+    }
+    assert tested == {
+        "assert_realtime_serves_each_transaction_once": "pass",
+        "assert_user_speed_layer_is_empty": "fail",
+    }
+
+    # gold published by the build, before the tests over it started
+    invocation = build["metadata"]["invocation_id"]
+    [(status, published_at)] = warehouse_copy.query(
+        f"select status, logged_at from monitoring.publish_log where invocation_id = '{invocation}'"
+    )
+    assert status == "published"
+    [(latest,)] = warehouse_copy.query("select status from monitoring.publish_log order by logged_at desc limit 1")
+    assert latest == "published"  # the tests' invocation recorded no decision: it builds nothing
+    started = min(timing["started_at"] for result in tests["results"] for timing in result["timing"])
+    assert published_at < dt.datetime.fromisoformat(started).replace(tzinfo=None)  # both UTC
