@@ -139,6 +139,26 @@ def new_app_load(connection: duckdb.DuckDBPyConnection) -> str:
     return load_id
 
 
+# a newer version of a transaction the published batch layer serves, whose created_at moved it to the
+# last built day, from which the speed layer computes the features: both layers serve it
+MOVED_TRANSACTION = """
+insert into raw_app.transactions
+select * replace (
+    strftime((select max(transaction_date) from marts.realtime_transaction_features) + interval 12 hour,
+        '%Y-%m-%d %H:%M:%S') as created_at,
+    strftime(now(), '%Y-%m-%d %H:%M:%S') as updated_at,
+    $load_id as _dlt_load_id,
+    'moved-' || _dlt_id as _dlt_id
+)
+from raw_app.transactions
+where cast(transaction_id as varchar) = (
+    select transaction_id from marts.realtime_transaction_features
+    where served_from = 'batch' order by transaction_date desc limit 1
+)
+limit 1
+"""
+
+
 def reachable(edges: list[list[str]], start: str) -> set[str]:
     """`start` and every node the (parent, child) `edges` lead to from it."""
     children: dict[str, list[str]] = {}

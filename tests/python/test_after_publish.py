@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT, RUN_DATE, Warehouse
+import duckdb
+from conftest import MOVED_TRANSACTION, REPO_ROOT, RUN_DATE, Warehouse, new_app_load
 
 # a test a user adds over the realtime view and tags after_publish; it keeps every speed-layer row,
 # so it fails whenever the view serves one (a run's last day always has some)
@@ -19,6 +20,19 @@ USER_TEST = """
 {{ config(tags=['after_publish']) }}
 select transaction_id from {{ ref('realtime_transaction_features') }} where served_from = 'speed'
 """
+
+
+def run_pipeline(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pipeline run` for RUN_DATE with `args`, from the project in `project` (its own code)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--date", RUN_DATE, *args],
+        cwd=project,
+        env=os.environ | {"PYTHONPATH": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def project_copy(destination: Path) -> Path:
@@ -37,16 +51,7 @@ def test_a_failing_after_publish_test_fails_the_run_after_the_publish(
 ) -> None:
     project = project_copy(tmp_path / "project")
     (project / "tests" / "singular" / "assert_user_speed_layer_is_empty.sql").write_text(USER_TEST)
-    skips = ["--skip-extract", "--skip-export", "--skip-train"]
-    completed = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run", "--date", RUN_DATE, *skips],
-        cwd=project,
-        env=os.environ | {"PYTHONPATH": str(project)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    completed = run_pipeline(project, "--skip-extract", "--skip-export", "--skip-train")
     output = completed.stdout + completed.stderr
     assert completed.returncode == 1, output
     assert "[build] dbt test --selector after_publish" in output, output
@@ -88,3 +93,33 @@ def test_a_failing_after_publish_test_fails_the_run_after_the_publish(
     assert latest == "published"  # the tests' invocation recorded no decision: it builds nothing
     started = min(timing["started_at"] for result in tests["results"] for timing in result["timing"])
     assert published_at < dt.datetime.fromisoformat(started).replace(tzinfo=None)  # both UTC
+
+
+def test_a_transaction_moved_into_the_speed_layer_is_published_and_served_once(warehouse_copy: Warehouse) -> None:
+    """A late update moves a transaction the published batch serves to the last built day, which the
+    speed layer serves: until the next build the view serves it twice (test_primary_keys). Tested
+    before the publish, over the old batch, the next build's realtime test failed the same way, so
+    that build, and every later one, published nothing; tested after, the build publishes the
+    rebuilt days and the view serves the transaction once."""
+    with duckdb.connect(str(warehouse_copy.duckdb_path)) as connection:
+        [(moved,)] = connection.execute(
+            "select transaction_id from marts.realtime_transaction_features "
+            "where served_from = 'batch' order by transaction_date desc limit 1"
+        ).fetchall()
+        assert connection.execute(MOVED_TRANSACTION, {"load_id": new_app_load(connection)}).fetchall() == [(1,)]
+    completed = run_pipeline(REPO_ROOT, "--skip-extract", "--skip-export", "--skip-train")
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    assert "[build] dbt test --selector after_publish" in output
+    [(status,)] = warehouse_copy.query("select status from monitoring.publish_log order by logged_at desc limit 1")
+    assert status == "published"
+    served = warehouse_copy.query(
+        "select served_from, transaction_date from marts.realtime_transaction_features "
+        f"where transaction_id = '{moved}'"
+    )
+    [(last_day,)] = warehouse_copy.query("select max(transaction_date) from marts.fct_transaction_windows")
+    assert served == [("speed", last_day)]  # once, on the day it moved to
+    [(published,)] = warehouse_copy.query(
+        f"select count(*) from marts.fct_transaction_features where transaction_id = '{moved}'"
+    )
+    assert published == 1  # the published batch holds its new version only

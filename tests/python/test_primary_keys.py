@@ -2,7 +2,7 @@
 a staging view, or the table itself) fails exactly the key tests of the models it reaches."""
 
 import duckdb
-from conftest import RUN_DATE, Warehouse, new_app_load
+from conftest import MOVED_TRANSACTION, RUN_DATE, Warehouse, new_app_load
 
 from pipeline.warehouse.dbt_runner import run_dbt
 
@@ -18,24 +18,6 @@ DUPLICATED_ROWS = [
 ]
 # every row twice: audited tables rebuilt whole (the publish may leave a view there)
 DOUBLED = ["marts_audit.preprocessing_parameters", "marts_audit.online_user_tiers", "marts_audit.online_fx_rates"]
-# a newer version of a transaction the published batch layer serves, whose created_at moved it to the
-# last built day, from which the speed layer computes the features: both layers serve it
-MOVED_TRANSACTION = """
-insert into raw_app.transactions
-select * replace (
-    strftime((select max(transaction_date) from marts.realtime_transaction_features) + interval 12 hour,
-        '%Y-%m-%d %H:%M:%S') as created_at,
-    strftime(now(), '%Y-%m-%d %H:%M:%S') as updated_at,
-    $load_id as _dlt_load_id,
-    'moved-' || _dlt_id as _dlt_id
-)
-from raw_app.transactions
-where cast(transaction_id as varchar) = (
-    select transaction_id from marts.realtime_transaction_features
-    where served_from = 'batch' order by transaction_date desc limit 1
-)
-limit 1
-"""
 MODELS = [
     "stg_app__transactions",
     "stg_events__events",
