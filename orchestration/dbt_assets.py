@@ -12,7 +12,7 @@ macros/publish.sql). A locked warehouse is transient and retried.
 The tests tagged `after_publish` check a view consumers read over the published gold (the realtime
 view): they run in a second invocation right after the publish, so they check what is served now,
 not the view over the gold the publish is about to replace (on a first build an empty one, so the
-speed layer computed every day: 94 s of a 410 s build at 10M transactions). They fail the run.
+speed layer computed every day; figures in docs/benchmarks.md). They fail the run.
 """
 
 import datetime as dt
