@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster import AssetCheckResult, AssetExecutionContext, AssetMaterialization, Config, Output
+from dagster import AssetCheckResult, AssetExecutionContext, AssetMaterialization, Config, Failure, Output
 from dagster_dbt import DbtCliInvocation, DbtCliResource, dbt_assets
 
 from extract.load import duckdb_path
@@ -151,6 +151,26 @@ def whole_graph(context: AssetExecutionContext) -> bool:
     )
 
 
+def no_results_failure(invocation: DbtCliInvocation, command: str) -> Failure:
+    """Why a dbt invocation that wrote no run_results.json failed. A signal ended it (a kill, the OOM
+    killer): transient, the step runs again. It could not take the warehouse's lock: transient. Else dbt
+    stopped on its own before any node (a selector or setting the project does not have, a runtime
+    error at start): the same again would fail the same way, so the step fails at once with dbt's
+    own error lines."""
+    code = invocation.process.returncode
+    if code is not None and code < 0:
+        return transient(f"dbt {command} was ended by signal {-code} before it wrote its results")
+    error = invocation.get_error()
+    errors = str(getattr(error, "description", "") or "").partition("Errors parsed from dbt logs:")[2].strip()
+    if LOCK_MESSAGE in errors:
+        return transient(f"dbt {command} failed: {describe_lock(errors)}")
+    said = " ".join(errors.split())  # dbt's message spans lines: "Encountered an error: Runtime Error ..."
+    return fail_fast(
+        f"dbt {command} stopped before running any node (exit code {code}): "
+        + (said[:600] if said else "dbt logged no error; its output is in the run's log file")
+    )
+
+
 def run_dbt(context: AssetExecutionContext, dbt: DbtCliResource, args: list[str]) -> Iterator[object]:
     """One dbt invocation of the step: its Dagster events, a progress line every few seconds and one
     per failing test; returns its summary (a killed dbt, a lock and a failure before any node raise)."""
@@ -167,9 +187,8 @@ def run_dbt(context: AssetExecutionContext, dbt: DbtCliResource, args: list[str]
             last = now
         yield event
     summary = DbtSummary(success=invocation.is_successful())
-    if not (invocation.target_path / "run_results.json").exists():  # dbt was killed (or crashed) mid-build
-        code = invocation.process.returncode
-        raise transient(f"dbt {args[0]} ended without results (exit code {code}): killed or crashed")
+    if not (invocation.target_path / "run_results.json").exists():
+        raise no_results_failure(invocation, args[0])
     summarise(invocation.get_artifact("run_results.json"), summary)
     if not summary.success:
         text = "\n".join(summary.failures)

@@ -123,3 +123,22 @@ def test_a_transaction_moved_into_the_speed_layer_is_published_and_served_once(w
         f"select count(*) from marts.fct_transaction_features where transaction_id = '{moved}'"
     )
     assert published == 1  # the published batch holds its new version only
+
+
+def test_a_dbt_error_before_any_node_fails_the_run_at_once_with_dbts_own_message(
+    warehouse_copy: Warehouse, tmp_path: Path
+) -> None:
+    """dbt stopping on its own before it ran a node (here a selector the project no longer has: a user
+    renamed it) writes no run_results.json, like a killed dbt; it is not transient, so the step fails
+    once, with dbt's message, instead of rebuilding the day three more times and saying "killed"."""
+    project = project_copy(tmp_path / "project")
+    selectors = project / "selectors.yml"
+    selectors.write_text(selectors.read_text().replace("name: after_publish", "name: views_after_publish"))
+    completed = run_pipeline(project, "--skip-extract", "--skip-export", "--skip-train")
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    assert "dbt test stopped before running any node (exit code 2)" in output, output
+    assert "Could not find selector named after_publish, expected one of ['views_after_publish']" in output
+    assert "killed" not in output
+    assert output.count("[build] dbt build") == 1, output  # one attempt: the step was not retried
+    assert "[train]" not in output
