@@ -129,8 +129,16 @@ def materialize(options: RunOptions, home: Path, output: Path, selection: list[A
         f"[run] {run_id}: daily job, partition {options.day}, target {os.environ.get('DBT_TARGET', 'dev')} "
         f"(DAGSTER_HOME {home})"
     )
-    log(f"[run] dbt's and dlt's own output: {output}")
-    with output.open("a") as stream, pinned_output(), contextlib.redirect_stdout(stream), signals_noted():
+    log(f"[run] dbt's, dlt's and Dagster's own output: {output}")
+    # the tools' output goes to the file, Dagster's log of a failed step too (its stack trace): the
+    # terminal gets the pipeline's own lines and the summary, which names each failure's cause
+    with (
+        output.open("a") as stream,
+        pinned_output(),
+        contextlib.redirect_stdout(stream),
+        contextlib.redirect_stderr(stream),
+        signals_noted(),
+    ):
         result = job.execute_in_process(
             partition_key=options.day.isoformat(),
             run_id=run_id,

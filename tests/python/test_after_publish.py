@@ -59,6 +59,7 @@ def test_a_failing_after_publish_test_fails_the_run_after_the_publish(
         output
     )
     assert "assert_user_speed_layer_is_empty" in output
+    assert "Stack Trace" not in output and "Traceback" not in output  # Dagster's own log went to the run's log file
     assert "[train]" not in output  # nothing after the failed step ran
 
     # the build, then the after-publish tests, each its own dbt invocation of the run
@@ -140,5 +141,6 @@ def test_a_dbt_error_before_any_node_fails_the_run_at_once_with_dbts_own_message
     assert "dbt test stopped before running any node (exit code 2)" in output, output
     assert "Could not find selector named after_publish, expected one of ['views_after_publish']" in output
     assert "killed" not in output
+    assert "Stack Trace" not in output and "Traceback" not in output  # Dagster's own log went to the run's log file
     assert output.count("[build] dbt build") == 1, output  # one attempt: the step was not retried
     assert "[train]" not in output

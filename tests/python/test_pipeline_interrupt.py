@@ -51,7 +51,7 @@ class Run:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        # Dagster's ERROR log and, on Ctrl-C, its compute-log helper's KeyboardInterrupt go to stderr
+        # stderr apart: whatever escapes the run's log file (Dagster's own log goes there)
         self.errors = (data_dir.parent / f"{data_dir.name}-{time.monotonic_ns()}.stderr").open("w")
         environment = {**os.environ, **demo_environment(data_dir), "ML_FEATURES_RETRY_WAIT": "0.5"}
         self.process = subprocess.Popen(
