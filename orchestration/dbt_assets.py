@@ -151,6 +151,11 @@ def whole_graph(context: AssetExecutionContext) -> bool:
     )
 
 
+def lock_failure(command: str, text: str) -> Failure | None:
+    """A transient failure naming the holder when dbt's `text` says the warehouse was locked, else None."""
+    return transient(f"dbt {command} failed: {describe_lock(text)}") if LOCK_MESSAGE in text else None
+
+
 def no_results_failure(invocation: DbtCliInvocation, command: str) -> Failure:
     """Why a dbt invocation that wrote no run_results.json failed. A signal ended it (a kill, the OOM
     killer): transient, the step runs again. It could not take the warehouse's lock: transient. Else dbt
@@ -160,10 +165,11 @@ def no_results_failure(invocation: DbtCliInvocation, command: str) -> Failure:
     code = invocation.process.returncode
     if code is not None and code < 0:
         return transient(f"dbt {command} was ended by signal {-code} before it wrote its results")
-    error = invocation.get_error()
-    errors = str(getattr(error, "description", "") or "").partition("Errors parsed from dbt logs:")[2].strip()
-    if LOCK_MESSAGE in errors:
-        return transient(f"dbt {command} failed: {describe_lock(errors)}")
+    described = str(getattr(invocation.get_error(), "description", "") or "")
+    locked = lock_failure(command, described)
+    if locked:
+        return locked
+    errors = described.partition("Errors parsed from dbt logs:")[2]
     said = " ".join(errors.split())  # dbt's message spans lines: "Encountered an error: Runtime Error ..."
     return fail_fast(
         f"dbt {command} stopped before running any node (exit code {code}): "
@@ -192,8 +198,9 @@ def run_dbt(context: AssetExecutionContext, dbt: DbtCliResource, args: list[str]
     summarise(invocation.get_artifact("run_results.json"), summary)
     if not summary.success:
         text = "\n".join(summary.failures)
-        if LOCK_MESSAGE in text:
-            raise transient(f"dbt {args[0]} failed: {describe_lock(text)}")
+        locked = lock_failure(args[0], text)
+        if locked:
+            raise locked
         if not summary.failed_nodes():
             raise fail_fast(f"dbt {args[0]} failed before running any node:\n  " + first_line(text, 600))
     return summary
