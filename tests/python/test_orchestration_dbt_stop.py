@@ -14,6 +14,7 @@ def test_dbt_stops_when_the_step_stops_reading_its_events(warehouse_copy: Wareho
     invocation = dbt_resource().cli(
         ["build", "--exclude-resource-type", "unit_test"], manifest=manifest_path(), raise_on_error=False
     )
+    assert invocation.adapter is None  # not opened in this process (orchestration/resources.py)
     events = stream_events(invocation)
     next(events)  # dbt is building: its first node is done
     events.close()  # what a step that raises does to its event generator
