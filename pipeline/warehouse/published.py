@@ -184,15 +184,15 @@ def same_columns(connection: duckdb.DuckDBPyConnection, name: str) -> bool:
     return bool(mine) and mine == connection.execute(query, ["warehouse", SCHEMA, name]).fetchall()
 
 
-def drop_relation(connection: duckdb.DuckDBPyConnection, name: str) -> None:
-    """Drop the file's table or view `name` in `marts`, if there is one."""
+def file_relations(connection: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """{name: 'view' or 'table'} of this connection's own database's `marts` (one catalog query: each
+    costs about 0.1 s with the warehouse attached)."""
     rows = connection.execute(
-        "select table_type from information_schema.tables where table_catalog = current_database() "
-        "and table_schema = ? and table_name = ?",
-        [SCHEMA, name],
+        "select table_name, table_type from information_schema.tables where table_catalog = current_database() "
+        "and table_schema = ?",
+        [SCHEMA],
     ).fetchall()
-    if rows:
-        connection.execute(f"drop {'view' if rows[0][0] == 'VIEW' else 'table'} {SCHEMA}.{name}")
+    return {name: "view" if kind == "VIEW" else "table" for name, kind in rows}
 
 
 def view_sql(connection: duckdb.DuckDBPyConnection, name: str) -> str:
@@ -216,18 +216,20 @@ def copy_gold(
     if days is None:
         connection.execute(f"create schema {SCHEMA}; create schema publication")
     tables, by_days = {}, []
+    existing = file_relations(connection)  # the previous version's, or none
     for model in gold_models(connection):
         name, source = model.name, f"warehouse.{SCHEMA}.{model.name}"
-        if model.is_view:
-            drop_relation(connection, name)
-            connection.execute(view_sql(connection, name))
-        elif days is not None and name in days and same_columns(connection, name):
+        if days is not None and name in days and existing.get(name) == "table" and same_columns(connection, name):
             connection.execute(f"delete from {SCHEMA}.{name} where {days[name]}")
             connection.execute(f"insert into {SCHEMA}.{name} select * from {source} where {days[name]}")
             by_days.append(name)
         else:
-            drop_relation(connection, name)
-            connection.execute(f"create table {SCHEMA}.{name} as select * from {source}")
+            if name in existing:
+                connection.execute(f"drop {existing[name]} {SCHEMA}.{name}")
+            if model.is_view:
+                connection.execute(view_sql(connection, name))
+            else:
+                connection.execute(f"create table {SCHEMA}.{name} as select * from {source}")
         [(rows,)] = connection.sql(f"select count(*) from {SCHEMA}.{name}").fetchall()
         tables[name] = int(rows)
     loads = {}
