@@ -556,3 +556,13 @@ def test_source_freshness_errors_on_a_stale_source(warehouse_copy: Warehouse) ->
     statuses = freshness()
     assert statuses.pop("fx.rates") == "error"  # error_after 7 days: the rates no longer convert today's amounts
     assert set(statuses.values()) == {"pass"}
+
+
+def test_the_unit_tests_pass_in_a_shell_holding_a_day_runs_settings(warehouse_copy: Warehouse) -> None:
+    """A user who copies a day run's settings into their shell (ML_FEATURES_FROM_DATE...) and runs
+    dbt's unit tests gets what a full build gets: a unit test of the full-build path overrides the
+    environment too, not only the vars (it failed before)."""
+    day = {"run_date": RUN_DATE, "from_date": RUN_DATE, "to_date": RUN_DATE, "tested_from_date": RUN_DATE}
+    unit = run_dbt(["test", "--select", "test_type:unit"], dbt_vars=day, quiet=True)
+    assert unit.success and not unit.failed_nodes(), unit.failures or unit.output_tail
+    assert unit.counts[("unit_test", "pass")] >= 20, unit.counts
