@@ -46,6 +46,7 @@ DAYS = ("2026-09-28", "2026-09-29", "2026-09-30")
 SCALE = 1500
 LOCATION = "orchestration.definitions"
 REPOSITORY = "__repository__"
+SCHEDULE = "daily_at_0200_utc"
 GOLD = ("training_set", "fct_transaction_features", "user_daily_features", "preprocessing_parameters", "dataset_splits")
 # name the build or the load (dlt's load id is its time), not the data: the reference has its own loads
 LEAVE_OUT = {"fitted_by_invocation_id", "fitted_at", "source_load_id"}
@@ -117,6 +118,25 @@ def stop_bucket_sensor(port: int) -> None:
         {"id": state["id"]},
     )["stopSensor"]
     assert stopped == {"instigationState": {"status": "STOPPED"}}, stopped
+
+
+def stop_daily_schedule(port: int) -> None:
+    """The daily schedule (RUNNING by default) would start a run of yesterday at 02:00 UTC, in the
+    middle of the backfill when the test crosses that hour (it did in CI: a fourth day, gold as of it)."""
+    selector = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION, "scheduleName": SCHEDULE}
+    state = graphql(
+        port,
+        "query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) { "
+        "... on Schedule { scheduleState { id } } } }",
+        {"s": selector},
+    )["scheduleOrError"]["scheduleState"]
+    stopped = graphql(
+        port,
+        "mutation($id: String) { stopRunningSchedule(id: $id) { "
+        "... on ScheduleStateResult { scheduleState { status } } } }",
+        {"id": state["id"]},
+    )["stopRunningSchedule"]
+    assert stopped == {"scheduleState": {"status": "STOPPED"}}, stopped
 
 
 def launch_backfill(port: int, days: tuple[str, ...]) -> str:
@@ -282,6 +302,7 @@ def backfill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backfill]:
             processes.append(serve.start_webserver(port, output))
             serve.wait_until_up(serve.url(port), processes[0])
             stop_bucket_sensor(port)
+            stop_daily_schedule(port)
             backfill_id = launch_backfill(port, DAYS)
             processes.append(serve.start_daemon(output))
             with DagsterInstance.from_config(str(data_dir / "dagster")) as instance:
