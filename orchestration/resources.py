@@ -23,7 +23,7 @@ class ProjectDbtCli(DbtCliResource):
       installed dbt-core's;
     - opening a dbt adapter in the Dagster process, which dagster-dbt uses only to fetch row counts
       and column metadata (`fetch_row_counts()`, `fetch_column_metadata()`; not used here: the gold
-      row counts come from the publish step).
+      tables are counted by the gold_row_counts check, orchestration/monitoring.py).
 
     Both are private to dagster-dbt 0.29 (pinned); tests/python/test_dbt_resource.py
     checks that they are still there to be replaced."""
