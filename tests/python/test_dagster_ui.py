@@ -8,7 +8,6 @@ SIGINT. It starts with SIGINT ignored, as a command started with `&` from a non-
 does (where `dagster dev` then ignores Ctrl-C): serve.py must still stop on it.
 """
 
-import json
 import os
 import signal
 import socket
@@ -24,6 +23,7 @@ from typing import Any
 
 import pytest
 from conftest import ARTIFACTS_DIR, REPO_ROOT, HeadlessChromium, reachable
+from dagster_ui_support import free_port, graphql, stop_bucket_sensor, stop_daily_schedule
 
 SOURCE = "app/transactions"
 TRAINING_STEP = "fraud_model"
@@ -42,12 +42,6 @@ class Served:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def ignore_sigint() -> None:  # in the child, before exec: what `cmd &` in a non-interactive shell does
@@ -79,6 +73,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             assert process.poll() is None, f"serve ended with {process.returncode}:\n{log_tail(served)}"
             assert time.monotonic() < deadline, f"the UI never came up:\n{log_tail(served)}"
             time.sleep(0.25)
+        # the UI's tests read the graph and the daemon's health: no run of the schedule (at 02:00 UTC)
+        # or the sensor may start beside them, nor be left running when the last test stops serve
+        stop_daily_schedule(port)
+        stop_bucket_sensor(port)
         yield served
     finally:
         if process.poll() is None:  # a test failed before the SIGINT test: stop it the same way
@@ -92,18 +90,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 def log_tail(served: Served) -> str:
     return served.log.read_text(errors="replace")[-4000:]
-
-
-def graphql(served: Served, query: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{served.url}/graphql",
-        data=json.dumps({"query": query}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        body = json.load(answer)
-    assert "errors" not in body, body["errors"]
-    return body["data"]
 
 
 def asset_edges(nodes: list[dict[str, Any]]) -> list[list[str]]:
@@ -121,7 +107,7 @@ def running(served: Served) -> Served:
 
 
 def test_the_asset_graph_leads_from_the_app_transactions_source_to_the_training_step(served: Served) -> None:
-    nodes = graphql(running(served), ASSET_GRAPH)["assetNodes"]
+    nodes = graphql(running(served).port, ASSET_GRAPH)["assetNodes"]
     groups = {"/".join(node["assetKey"]["path"]): node["groupName"] for node in nodes}
     edges = [
         ["/".join(parent["path"]), "/".join(node["assetKey"]["path"])]
@@ -148,7 +134,7 @@ def test_the_ui_sees_the_daemon_running(served: Served) -> None:
     """The UI reads the daemon's heartbeats from the same DAGSTER_HOME (else it warns that no daemon runs)."""
     deadline = time.monotonic() + 120
     while True:
-        statuses = graphql(running(served), DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
+        statuses = graphql(running(served).port, DAEMON_HEALTH)["instance"]["daemonHealth"]["allDaemonStatuses"]
         required = {status["daemonType"]: status["healthy"] for status in statuses if status["required"]}
         if required and all(required.values()):
             break
@@ -181,7 +167,7 @@ def shows(label: str, name: str) -> bool:
 
 
 def test_the_lineage_page_draws_the_path_in_a_real_browser(served: Served, chromium: HeadlessChromium) -> None:
-    nodes = graphql(running(served), ASSET_GRAPH)["assetNodes"]
+    nodes = graphql(running(served).port, ASSET_GRAPH)["assetNodes"]
     edges = asset_edges(nodes)
     on_path = reachable(edges, SOURCE) & reachable([[child, parent] for parent, child in edges], TRAINING_STEP)
 

@@ -18,14 +18,11 @@ not of orchestration.)
 The test's DAGSTER_HOME has the project's dagster.yaml, dequeuing every second instead of every 5 s.
 """
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +32,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT, TEST_SEED, demo_environment, descendants, table_hash
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
+from dagster_ui_support import LOCATION, REPOSITORY, free_port, graphql, stop_bucket_sensor, stop_daily_schedule
 
 from demo.generate import generate
 from orchestration import serve
@@ -44,19 +42,10 @@ from pipeline.processes import alive
 T = TypeVar("T")
 DAYS = ("2026-09-28", "2026-09-29", "2026-09-30")
 SCALE = 1500
-LOCATION = "orchestration.definitions"
-REPOSITORY = "__repository__"
-SCHEDULE = "daily_at_0200_utc"
 GOLD = ("training_set", "fct_transaction_features", "user_daily_features", "preprocessing_parameters", "dataset_splits")
 # name the build or the load (dlt's load id is its time), not the data: the reference has its own loads
 LEAVE_OUT = {"fitted_by_invocation_id", "fitted_at", "source_load_id"}
 TIMEOUT = 600
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def settings(data_dir: Path) -> dict[str, str]:
@@ -89,54 +78,6 @@ def start_reference_backfill(data_dir: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{serve.url(port)}/graphql",
-        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        answer = json.loads(response.read())
-    assert "errors" not in answer, answer
-    return answer["data"]
-
-
-def stop_bucket_sensor(port: int) -> None:
-    """The bucket sensor (RUNNING by default) would ask for a run of today at once: every demo file is new to it."""
-    selector = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION, "sensorName": "new_bucket_files"}
-    state = graphql(
-        port,
-        "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState { id } } } }",
-        {"s": selector},
-    )["sensorOrError"]["sensorState"]
-    stopped = graphql(
-        port,
-        "mutation($id: String) { stopSensor(id: $id) { "
-        "... on StopSensorMutationResult { instigationState { status } } } }",
-        {"id": state["id"]},
-    )["stopSensor"]
-    assert stopped == {"instigationState": {"status": "STOPPED"}}, stopped
-
-
-def stop_daily_schedule(port: int) -> None:
-    """The daily schedule (RUNNING by default) would start a run of yesterday at 02:00 UTC, in the
-    middle of the backfill when the test crosses that hour (it did in CI: a fourth day, gold as of it)."""
-    selector = {"repositoryName": REPOSITORY, "repositoryLocationName": LOCATION, "scheduleName": SCHEDULE}
-    state = graphql(
-        port,
-        "query($s: ScheduleSelector!) { scheduleOrError(scheduleSelector: $s) { "
-        "... on Schedule { scheduleState { id } } } }",
-        {"s": selector},
-    )["scheduleOrError"]["scheduleState"]
-    stopped = graphql(
-        port,
-        "mutation($id: String) { stopRunningSchedule(id: $id) { "
-        "... on ScheduleStateResult { scheduleState { status } } } }",
-        {"id": state["id"]},
-    )["stopRunningSchedule"]
-    assert stopped == {"scheduleState": {"status": "STOPPED"}}, stopped
 
 
 def launch_backfill(port: int, days: tuple[str, ...]) -> str:
