@@ -8,6 +8,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections import deque
@@ -157,6 +158,13 @@ where cast(transaction_id as varchar) = (
 )
 limit 1
 """
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def reachable(edges: list[list[str]], start: str) -> set[str]:

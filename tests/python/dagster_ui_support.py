@@ -1,9 +1,8 @@
 """The Dagster UI's GraphQL API for the tests that start `orchestration/serve.py` (the webserver and the
-daemon): a free port to serve on, a query, and stopping the daily schedule and the bucket sensor,
-which run by default and would start runs of their own in the middle of a test."""
+daemon): a query, and stopping the daily schedule and the bucket sensor, which run by default and
+would start runs of their own in the middle of a test."""
 
 import json
-import socket
 import urllib.request
 
 from orchestration import serve
@@ -12,12 +11,6 @@ LOCATION = "orchestration.definitions"
 REPOSITORY = "__repository__"
 SCHEDULE = "daily_at_0200_utc"
 SENSOR = "new_bucket_files"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def graphql(port: int, query: str, variables: dict | None = None) -> dict:

@@ -15,7 +15,6 @@ subprocess that can SIGKILL itself at a chosen moment, and the DuckDB warehouse 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import duckdb
 import httpx
 import pytest
 import redis
+from conftest import free_port
 
 from pipeline.processes import stop_process
 from realtime.broker import RedisStreamsBroker
@@ -43,12 +43,6 @@ CONSUMER_SETTINGS = {
     "ML_FEATURES_REALTIME_BATCH_MILLISECONDS": "200",
     "ML_FEATURES_REALTIME_CLAIM_IDLE_MILLISECONDS": "1000",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ARTIFACTS_DIR, REPO_ROOT, HeadlessChromium, reachable
-from dagster_ui_support import free_port, graphql, stop_bucket_sensor, stop_daily_schedule
+from conftest import ARTIFACTS_DIR, REPO_ROOT, HeadlessChromium, free_port, reachable
+from dagster_ui_support import graphql, stop_bucket_sensor, stop_daily_schedule
 
 SOURCE = "app/transactions"
 TRAINING_STEP = "fraud_model"

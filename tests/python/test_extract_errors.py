@@ -7,7 +7,6 @@ API that answers 429/503 past the retries is explained as transient (and stays r
 """
 
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 from extract_support import REPO_ROOT, Workspace, start_cli, use
 
 from demo.fx_api_server import FxApiServer
@@ -36,13 +36,6 @@ class BadSetting:
     source: str
     settings: dict[str, str]
     expected: tuple[str, ...]
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +80,7 @@ def cli_cases(api_url: str, port: int) -> dict[str, BadSetting]:
 
 
 def test_bad_settings_stop_the_cli_with_one_line(tmp_path: Path, api_url: str) -> None:
-    bad = cli_cases(api_url, closed_port())
+    bad = cli_cases(api_url, free_port())
     running = {
         name: start_cli(Workspace(tmp_path / f"ws{i}"), case.source, **case.settings)
         for i, (name, case) in enumerate(bad.items())
@@ -165,7 +158,7 @@ IN_PROCESS_CASES = {
 def test_bad_setting_is_explained_in_one_line(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     case = IN_PROCESS_CASES[name]
     use(Workspace(tmp_path), monkeypatch)
-    port = str(closed_port())
+    port = str(free_port())
     for key, value in case.settings.items():
         monkeypatch.setenv(key, value.replace("{port}", port))
     with pytest.raises(ExtractError) as raised:

@@ -30,9 +30,9 @@ from typing import TypeVar
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, TEST_SEED, demo_environment, descendants, table_hash
+from conftest import REPO_ROOT, TEST_SEED, demo_environment, descendants, free_port, table_hash
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
-from dagster_ui_support import LOCATION, REPOSITORY, free_port, graphql, stop_bucket_sensor, stop_daily_schedule
+from dagster_ui_support import LOCATION, REPOSITORY, graphql, stop_bucket_sensor, stop_daily_schedule
 
 from demo.generate import generate
 from orchestration import serve

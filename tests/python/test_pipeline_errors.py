@@ -3,7 +3,6 @@ up yet) retried by Dagster with backoff, a configuration error failing at once, 
 said in one line; and how errors are told apart."""
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,7 +13,7 @@ import duckdb
 import pytest
 import requests
 import sqlalchemy.exc as sa_exc
-from conftest import REPO_ROOT, Warehouse, demo_environment
+from conftest import REPO_ROOT, Warehouse, demo_environment, free_port
 
 from demo.fx_api_server import FxApiServer
 from demo.generate import generate
@@ -47,12 +46,6 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ML_FEATURES_RETRIES", "3")
     monkeypatch.setenv("ML_FEATURES_RETRY_WAIT", "0.1")
     return tmp_path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture

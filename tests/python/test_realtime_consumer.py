@@ -18,8 +18,9 @@ from pathlib import Path
 import duckdb
 import pytest
 import redis
+from conftest import free_port
 from extract_support import JOB_COMMITTED, LOAD_RECORDED
-from realtime_support import Stack, free_port, start_stack
+from realtime_support import Stack, start_stack
 
 from pipeline.warehouse.dbt_runner import run_dbt
 from realtime.broker import RedisStreamsBroker

@@ -17,7 +17,8 @@ import joblib
 import numpy as np
 import pytest
 import redis
-from realtime_support import REPO_ROOT, Stack, free_port, realtime_stack  # noqa: F401 (fixture)
+from conftest import free_port
+from realtime_support import REPO_ROOT, Stack, realtime_stack  # noqa: F401 (fixture)
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from pipeline.training.train import BOOLEAN_FEATURES, NUMERIC_FEATURES, feature_matrix

@@ -17,8 +17,8 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from conftest import RUN_DATE, Warehouse, descendants
-from realtime_support import REPO_ROOT, TEST_TOKEN, Stack, free_port, stack_environment, start_stack
+from conftest import RUN_DATE, Warehouse, descendants, free_port
+from realtime_support import REPO_ROOT, TEST_TOKEN, Stack, stack_environment, start_stack
 
 from pipeline.reporting.run_summary import quarantine_by_table
 from pipeline.warehouse.dbt_runner import run_dbt
